@@ -1,0 +1,5 @@
+"""The HTTP API: ``create_app(settings)`` builds the FastAPI application."""
+
+from openjules.api.app import create_app
+
+__all__ = ["create_app"]

@@ -1,0 +1,74 @@
+"""``create_app(settings)``: the FastAPI application. Nothing happens until it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from openjules import __version__
+from openjules._errors import InvalidArgument
+from openjules.api import errors, responses, routes_activities, routes_sessions, routes_sources
+from openjules.api.discovery import discovery_document
+from openjules.api.state import AppState, KeyCache
+from openjules.settings import Settings
+from openjules.store.database import Database
+from openjules.store.migrate import upgrade_to_head
+
+
+def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = settings.resolved_database_url()
+        if migrate:
+            await asyncio.to_thread(upgrade_to_head, url)
+        db = Database(url, echo=settings.database_echo)
+        app.state.openjules = AppState(
+            settings=settings,
+            db=db,
+            public_base_url=settings.resolved_public_base_url(),
+            key_cache=KeyCache(settings.auth_cache_seconds),
+        )
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="openjules",
+        version=__version__,
+        summary="A self-hostable server for the Jules REST API (v1alpha).",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        max_age=3600,
+    )
+    errors.install(app)
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_activities.router)
+    app.include_router(routes_sources.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return responses.JSONBytes(b'{"status":"ok"}')
+
+    @app.get("/$discovery/rest", include_in_schema=False)
+    async def discovery(request: Request, version: Annotated[str, Query()] = "v1alpha") -> Response:
+        if version != "v1alpha":
+            raise InvalidArgument(f"Unknown API version {version!r}; this server has v1alpha.")
+        root = AppState.of(request).public_base_url
+        return responses.JSONBytes(json.dumps(discovery_document(root_url=root)).encode())
+
+    return app

@@ -1,0 +1,31 @@
+"""API-key authentication: ``X-Goog-Api-Key`` (any case) or the ``?key=`` parameter."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from openjules._errors import Unauthenticated
+from openjules.api.state import AppState
+from openjules.store import users
+from openjules.store.users import User
+
+MISSING = (
+    "Missing API key. Send it in the X-Goog-Api-Key header "
+    "(create one with `openjules keys create --user NAME`)."
+)
+INVALID = "API key not valid. Please pass a valid API key."
+
+
+async def current_user(request: Request) -> User:
+    secret = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+    if not secret:
+        raise Unauthenticated(MISSING)
+    state = AppState.of(request)
+    user = state.key_cache.get(secret)
+    if user is None:
+        async with state.db.read() as conn:
+            user = await users.authenticate(conn, secret=secret)
+        if user is None:
+            raise Unauthenticated(INVALID)
+        state.key_cache.put(secret, user)
+    return user

@@ -1,0 +1,32 @@
+"""JSON responses with an explicit Content-Length (some clients need it) and no re-encoding."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from openjules._types import WireModel
+
+EMPTY_OBJECT = b"{}"
+
+
+class JSONBytes(Response):
+    media_type = "application/json"
+
+
+def wire(model: WireModel, *, status_code: int = 200) -> JSONBytes:
+    return JSONBytes(model.to_json(), status_code=status_code)
+
+
+def empty() -> JSONBytes:
+    """``{}``: what sendMessage, approvePlan and delete answer (clients call .json())."""
+    return JSONBytes(EMPTY_OBJECT)
+
+
+def list_body(*, key: str, items: list[str], next_page_token: str) -> JSONBytes:
+    """A list response assembled from already-rendered item JSON; empty fields omitted."""
+    parts: list[str] = []
+    if items:
+        parts.append(f'"{key}":[' + ",".join(items) + "]")
+    if next_page_token:
+        parts.append(f'"nextPageToken":"{next_page_token}"')
+    return JSONBytes(("{" + ",".join(parts) + "}").encode())

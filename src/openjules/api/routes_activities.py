@@ -1,0 +1,83 @@
+"""sessions.activities.list and sessions.activities.get."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from openjules._errors import InvalidArgument
+from openjules._types import Activity, ListActivitiesResponse
+from openjules.api import pagination, responses
+from openjules.api.auth import current_user
+from openjules.api.filters import ACTIVITY_FIELDS, parse_filter
+from openjules.api.state import AppState
+from openjules.store import activities, sessions
+from openjules.store.clock import parse_timestamp_ns
+from openjules.store.query import Condition, Filter, Op
+from openjules.store.users import User
+
+router = APIRouter(prefix="/v1alpha")
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def _with_create_time_param(flt: Filter, create_time: str | None) -> Filter:
+    """The changelog's plain ``createTime=`` parameter: activities at or after it."""
+    if not create_time:
+        return flt
+    try:
+        ns = parse_timestamp_ns(create_time)
+    except ValueError:
+        raise InvalidArgument(
+            f"Invalid createTime {create_time!r}: expected an RFC 3339 timestamp."
+        ) from None
+    condition = Condition("create_time", Op.GE, str(ns))
+    groups = flt.groups or ((),)
+    return Filter(tuple((*group, condition) for group in groups))
+
+
+@router.get(
+    "/sessions/{session_id}/activities",
+    name="list_activities",
+    response_model=ListActivitiesResponse,
+    summary="sessions.activities.list",
+)
+async def list_activities(
+    request: Request,
+    user: CurrentUser,
+    session_id: str,
+    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query()] = None,
+    create_time: Annotated[str | None, Query(alias="createTime")] = None,
+    next_page_token: Annotated[
+        str | None, Query(alias="nextPageToken", include_in_schema=False)
+    ] = None,
+) -> Response:
+    size = pagination.page_size(page_size, default=pagination.ACTIVITIES_DEFAULT)
+    after = pagination.nanos_token(page_token or next_page_token)
+    flt = _with_create_time_param(parse_filter(filter, ACTIVITY_FIELDS), create_time)
+    async with AppState.of(request).db.read() as conn:
+        await sessions.ensure_owned(conn, owner_id=user.id, session_id=session_id)
+        records, token = await activities.list_page(
+            conn, session_id=session_id, flt=flt, page_size=size, after_ns=after
+        )
+    return responses.list_body(
+        key="activities", items=[r.render() for r in records], next_page_token=token
+    )
+
+
+@router.get(
+    "/sessions/{session_id}/activities/{activity_id}",
+    name="get_activity",
+    response_model=Activity,
+    summary="sessions.activities.get",
+)
+async def get_activity(
+    request: Request, user: CurrentUser, session_id: str, activity_id: str
+) -> Response:
+    async with AppState.of(request).db.read() as conn:
+        await sessions.ensure_owned(conn, owner_id=user.id, session_id=session_id)
+        record = await activities.get(conn, session_id=session_id, activity_id=activity_id)
+    return responses.JSONBytes(record.render().encode())

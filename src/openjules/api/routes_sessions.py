@@ -1,0 +1,205 @@
+"""sessions.create/get/list/delete and the custom verbs sendMessage, approvePlan,
+archive and unarchive (``POST /v1alpha/sessions/{id}:verb``; ``%3A`` arrives decoded)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from starlette.responses import Response
+
+from openjules._errors import FieldViolation, InvalidArgument, NotFound
+from openjules._types import (
+    CreateSessionRequest,
+    EmptyRequest,
+    ListSessionsResponse,
+    Originator,
+    SendMessageRequest,
+    Session,
+    UserMessaged,
+)
+from openjules.api import pagination, responses
+from openjules.api.auth import current_user
+from openjules.api.filters import SESSION_FIELDS, parse_filter
+from openjules.api.state import AppState
+from openjules.store import plans, sessions, transitions
+from openjules.store.activities import NewActivity
+from openjules.store.transitions import Event
+from openjules.store.users import User
+
+router = APIRouter(prefix="/v1alpha")
+CurrentUser = Annotated[User, Depends(current_user)]
+EMPTY_RESPONSE = {200: {"content": {"application/json": {"example": {}}}}}
+
+
+@router.post("/sessions", name="create_session", response_model=Session, summary="sessions.create")
+async def create_session(
+    request: Request,
+    user: CurrentUser,
+    body: Annotated[CreateSessionRequest | None, Body()] = None,
+) -> Response:
+    state = AppState.of(request)
+    async with state.db.write() as conn:
+        session = await sessions.create(
+            conn,
+            owner_id=user.id,
+            request=body or CreateSessionRequest(),
+            public_base_url=state.public_base_url,
+        )
+    return responses.wire(session)
+
+
+@router.get(
+    "/sessions", name="list_sessions", response_model=ListSessionsResponse, summary="sessions.list"
+)
+async def list_sessions(
+    request: Request,
+    user: CurrentUser,
+    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query()] = None,
+    next_page_token: Annotated[
+        str | None, Query(alias="nextPageToken", include_in_schema=False)
+    ] = None,
+) -> Response:
+    state = AppState.of(request)
+    size = pagination.page_size(page_size, default=pagination.SESSIONS_DEFAULT)
+    flt = parse_filter(filter, SESSION_FIELDS)
+    # The PyPI client `jules-api` sends the token as nextPageToken=.
+    token = page_token or next_page_token
+    async with state.db.read() as conn:
+        page, next_token = await sessions.list_page(
+            conn,
+            owner_id=user.id,
+            flt=flt,
+            page_size=size,
+            page_token=token,
+            public_base_url=state.public_base_url,
+        )
+    return responses.wire(ListSessionsResponse(sessions=page, next_page_token=next_token))
+
+
+@router.get(
+    "/sessions/{session_id}", name="get_session", response_model=Session, summary="sessions.get"
+)
+async def get_session(request: Request, user: CurrentUser, session_id: str) -> Response:
+    state = AppState.of(request)
+    async with state.db.read() as conn:
+        session = await sessions.get(
+            conn, owner_id=user.id, session_id=session_id, public_base_url=state.public_base_url
+        )
+    return responses.wire(session)
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    name="delete_session",
+    responses=EMPTY_RESPONSE,
+    summary="sessions.delete",
+)
+async def delete_session(request: Request, user: CurrentUser, session_id: str) -> Response:
+    async with AppState.of(request).db.write() as conn:
+        await sessions.delete_session(conn, owner_id=user.id, session_id=session_id)
+    return responses.empty()
+
+
+@router.post(
+    "/sessions/{session_id}:sendMessage",
+    name="send_message",
+    responses=EMPTY_RESPONSE,
+    summary="sessions.sendMessage",
+)
+async def send_message(
+    request: Request,
+    user: CurrentUser,
+    session_id: str,
+    body: Annotated[SendMessageRequest | None, Body()] = None,
+) -> Response:
+    prompt = (body.prompt if body else None) or ""
+    if not prompt.strip():
+        raise InvalidArgument(
+            "The prompt is required.",
+            field_violations=[FieldViolation("prompt", "The prompt must not be empty.")],
+        )
+    sessions.check_session_id(session_id)
+    async with AppState.of(request).db.write() as conn:
+        await transitions.apply(
+            conn,
+            session_id=session_id,
+            owner_id=user.id,
+            event=Event.USER_MESSAGED,
+            new_activities=[
+                NewActivity(kind=UserMessaged(user_message=prompt), originator=Originator.USER)
+            ],
+        )
+    return responses.empty()
+
+
+@router.post(
+    "/sessions/{session_id}:approvePlan",
+    name="approve_plan",
+    responses=EMPTY_RESPONSE,
+    summary="sessions.approvePlan",
+)
+async def approve_plan(
+    request: Request,
+    user: CurrentUser,
+    session_id: str,
+    _body: Annotated[EmptyRequest | None, Body()] = None,
+) -> Response:
+    sessions.check_session_id(session_id)
+    async with AppState.of(request).db.write() as conn:
+        await plans.approve_latest(conn, owner_id=user.id, session_id=session_id)
+    return responses.empty()
+
+
+async def _set_archived(request: Request, user: User, session_id: str, archived: bool) -> Response:
+    state = AppState.of(request)
+    async with state.db.write() as conn:
+        session = await sessions.set_archived(
+            conn,
+            owner_id=user.id,
+            session_id=session_id,
+            archived=archived,
+            public_base_url=state.public_base_url,
+        )
+    return responses.wire(session)
+
+
+@router.post(
+    "/sessions/{session_id}:archive",
+    name="archive_session",
+    response_model=Session,
+    summary="sessions.archive",
+)
+async def archive_session(
+    request: Request,
+    user: CurrentUser,
+    session_id: str,
+    _body: Annotated[EmptyRequest | None, Body()] = None,
+) -> Response:
+    return await _set_archived(request, user, session_id, True)
+
+
+@router.post(
+    "/sessions/{session_id}:unarchive",
+    name="unarchive_session",
+    response_model=Session,
+    summary="sessions.unarchive",
+)
+async def unarchive_session(
+    request: Request,
+    user: CurrentUser,
+    session_id: str,
+    _body: Annotated[EmptyRequest | None, Body()] = None,
+) -> Response:
+    return await _set_archived(request, user, session_id, False)
+
+
+@router.post("/sessions/{name}", include_in_schema=False)
+async def unknown_session_verb(name: str) -> Response:
+    """A POST to a session without a known ``:verb`` (listed last, so verbs match first)."""
+    verb = name.partition(":")[2]
+    if verb:
+        raise NotFound(f"Unknown method {verb!r} on sessions.")
+    raise NotFound(f"POST is not supported on sessions/{name}; use a :verb such as :sendMessage.")

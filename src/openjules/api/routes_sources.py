@@ -1,0 +1,56 @@
+"""sources.list and sources.get (names contain slashes: ``sources/github/OWNER/REPO``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from openjules._errors import InvalidArgument
+from openjules._types import ListSourcesResponse, Source
+from openjules.api import pagination, responses
+from openjules.api.auth import current_user
+from openjules.api.filters import SOURCE_FIELDS, parse_filter
+from openjules.api.state import AppState
+from openjules.store import sources
+from openjules.store.users import User
+
+router = APIRouter(prefix="/v1alpha")
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+@router.get(
+    "/sources", name="list_sources", response_model=ListSourcesResponse, summary="sources.list"
+)
+async def list_sources(
+    request: Request,
+    _user: CurrentUser,
+    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query()] = None,
+    next_page_token: Annotated[
+        str | None, Query(alias="nextPageToken", include_in_schema=False)
+    ] = None,
+) -> Response:
+    size = pagination.page_size(page_size, default=pagination.SOURCES_DEFAULT)
+    flt = parse_filter(filter, SOURCE_FIELDS)
+    token = page_token or next_page_token or None
+    if token is not None and not sources.SOURCE_ID.match(token):
+        raise InvalidArgument(
+            f"Invalid page token {token!r}: pass the nextPageToken of a previous response."
+        )
+    async with AppState.of(request).db.read() as conn:
+        records, next_token = await sources.list_page(conn, flt=flt, page_size=size, start_id=token)
+    return responses.wire(
+        ListSourcesResponse(sources=[r.to_wire() for r in records], next_page_token=next_token)
+    )
+
+
+@router.get(
+    "/sources/{source_id:path}", name="get_source", response_model=Source, summary="sources.get"
+)
+async def get_source(request: Request, _user: CurrentUser, source_id: str) -> Response:
+    async with AppState.of(request).db.read() as conn:
+        record = await sources.get(conn, name=f"sources/{source_id}")
+    return responses.wire(record.to_wire())

@@ -1,0 +1,56 @@
+"""What a running app holds: settings, the database and a short-lived key cache."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+
+from openjules.settings import Settings
+from openjules.store.database import Database
+from openjules.store.users import User
+
+
+class KeyCache:
+    """Remembers authenticated keys for ``ttl`` seconds (0 disables it).
+
+    A revoked key therefore stops working within ``ttl`` seconds in every process.
+    """
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, User]] = {}
+
+    def get(self, secret: str) -> User | None:
+        if self.ttl <= 0:
+            return None
+        entry = self._entries.get(secret)
+        if entry is None:
+            return None
+        expires, user = entry
+        if expires < time.monotonic():
+            del self._entries[secret]
+            return None
+        return user
+
+    def put(self, secret: str, user: User) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[secret] = (time.monotonic() + self.ttl, user)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    public_base_url: str
+    key_cache: KeyCache = field(default_factory=lambda: KeyCache(0))
+
+    @staticmethod
+    def of(request: Request) -> AppState:
+        state: AppState = request.app.state.openjules
+        return state

@@ -1,0 +1,25 @@
+"""Entry point of the ``openjules`` command."""
+
+from __future__ import annotations
+
+import click
+
+from openjules import __version__
+from openjules.cli.keys import keys
+from openjules.cli.serve import serve
+from openjules.cli.sources import sources
+
+
+@click.group()
+@click.version_option(__version__, prog_name="openjules")
+def cli() -> None:
+    """openjules: a self-hostable server for the Jules REST API (v1alpha)."""
+
+
+cli.add_command(serve)
+cli.add_command(keys)
+cli.add_command(sources)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""Agent work and host-side git: runners, the agent loop, sandbox, git and forges."""

@@ -1,0 +1,40 @@
+"""Settings: the only place environment variables are read (prefix ``OPENJULES_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".openjules"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPENJULES_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # SQLAlchemy async URL; empty means SQLite in ``data_dir``.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Base of ``Session.url`` (``{public_base_url}/session/{id}``); empty means http://host:port.
+    public_base_url: str = ""
+    max_keys_per_user: int = 3
+    default_user: str = "default"
+    # Seconds an authenticated key is remembered; a revoked key works at most this long.
+    auth_cache_seconds: float = 1.0
+    # Debug logging of each request's database time.
+    database_echo: bool = False
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'openjules.db'}"
+
+    def resolved_public_base_url(self) -> str:
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"

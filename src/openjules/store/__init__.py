@@ -1,0 +1,1 @@
+"""Persistence: tables, migrations, the session state machine and per-resource services."""

@@ -1,0 +1,134 @@
+"""Sources: instance-wide git repositories, exposed as ``sources/github/{owner}/{repo}``."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import and_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from openjules._errors import InvalidArgument, NotFound
+from openjules._types import GitHubBranch, GitHubRepo, Source
+from openjules.store import tables
+from openjules.store.clock import now_us
+from openjules.store.query import Condition, Filter, Op, filter_clause
+
+# GitHub's own rules are narrower; these keep names safe in URLs, paths and branch names.
+NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SOURCE_ID = re.compile(r"^github/([^/]+)/([^/]+)$")
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    owner: str
+    repo: str
+    url: str
+    is_private: bool
+    default_branch: str
+    branches: list[str]
+
+    @property
+    def id(self) -> str:
+        return f"github/{self.owner}/{self.repo}"
+
+    @property
+    def name(self) -> str:
+        return f"sources/{self.id}"
+
+    def to_wire(self) -> Source:
+        return Source(
+            name=self.name,
+            id=self.id,
+            github_repo=GitHubRepo(
+                owner=self.owner,
+                repo=self.repo,
+                is_private=self.is_private,
+                default_branch=GitHubBranch(display_name=self.default_branch),
+                branches=[GitHubBranch(display_name=b) for b in self.branches],
+            ),
+        )
+
+
+def validate_owner_repo(owner: str, repo: str) -> None:
+    for label, part in (("owner", owner), ("repo", repo)):
+        if not NAME_PART.match(part) or part in (".", ".."):
+            raise InvalidArgument(
+                f"Invalid source {label} {part!r}: use letters, digits, '.', '_' or '-'."
+            )
+
+
+def _record(row: object) -> SourceRecord:
+    return SourceRecord(
+        owner=row.owner,  # type: ignore[attr-defined]
+        repo=row.repo,  # type: ignore[attr-defined]
+        url=row.url,  # type: ignore[attr-defined]
+        is_private=bool(row.is_private),  # type: ignore[attr-defined]
+        default_branch=row.default_branch,  # type: ignore[attr-defined]
+        branches=json.loads(row.branches),  # type: ignore[attr-defined]
+    )
+
+
+async def upsert(conn: AsyncConnection, *, record: SourceRecord) -> SourceRecord:
+    validate_owner_repo(record.owner, record.repo)
+    now = now_us()
+    values = {
+        "name": record.name,
+        "owner": record.owner,
+        "repo": record.repo,
+        "url": record.url,
+        "is_private": record.is_private,
+        "default_branch": record.default_branch,
+        "branches": json.dumps(record.branches),
+        "create_time": now,
+        "update_time": now,
+    }
+    changing = {k: v for k, v in values.items() if k not in ("name", "create_time")}
+    dialect = conn.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(tables.sources).values(**values)
+    await conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=changing))
+    return record
+
+
+async def get(conn: AsyncConnection, *, name: str) -> SourceRecord:
+    row = (await conn.execute(select(tables.sources).where(tables.sources.c.name == name))).first()
+    if row is None:
+        raise NotFound()
+    return _record(row)
+
+
+async def all_records(conn: AsyncConnection) -> list[SourceRecord]:
+    rows = (await conn.execute(select(tables.sources).order_by(tables.sources.c.name))).all()
+    return [_record(r) for r in rows]
+
+
+def _name_condition(cond: Condition) -> ColumnElement[bool]:
+    column = tables.sources.c.name
+    return column == cond.value if cond.op is Op.EQ else column != cond.value
+
+
+SOURCE_FILTER_COLUMNS = {"name": _name_condition}
+
+
+async def list_page(
+    conn: AsyncConnection, *, flt: Filter, page_size: int, start_id: str | None
+) -> tuple[list[SourceRecord], str]:
+    """By name. The page token is the id of the first source of the next page."""
+    where = [filter_clause(flt, SOURCE_FILTER_COLUMNS)]
+    if start_id is not None:
+        where.append(tables.sources.c.name >= f"sources/{start_id}")
+    rows = (
+        await conn.execute(
+            select(tables.sources)
+            .where(and_(*where))
+            .order_by(tables.sources.c.name)
+            .limit(page_size + 1)
+        )
+    ).all()
+    records = [_record(r) for r in rows[:page_size]]
+    token = _record(rows[page_size]).id if len(rows) > page_size else ""
+    return records, token

@@ -1,0 +1,135 @@
+"""Table definitions (SQLAlchemy Core). Times are integer microseconds since the epoch.
+
+Integer times keep comparisons exact and identical on SQLite and PostgreSQL and let the
+API render every timestamp with the same six fractional digits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("create_time", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    # SHA-256 of the whole key: keys are 240-bit random, so a fast hash is enough.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("create_time", BigInteger, nullable=False),
+    Column("revoke_time", BigInteger, nullable=True),
+    Index("ix_api_keys_user_live", "user_id", "revoke_time"),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("name", String(512), primary_key=True),
+    Column("owner", String(200), nullable=False),
+    Column("repo", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("is_private", Boolean, nullable=False, default=False),
+    Column("default_branch", String(255), nullable=False),
+    # JSON list of branch names.
+    Column("branches", Text, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("source_name", String(512), nullable=True),
+    Column("starting_branch", String(255), nullable=True),
+    Column("require_plan_approval", Boolean, nullable=False, default=False),
+    Column("automation_mode", String(40), nullable=False),
+    Column("archived", Boolean, nullable=False, default=False),
+    # JSON list of SessionOutput wire objects.
+    Column("outputs", Text, nullable=False, default="[]"),
+    Column("create_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+    # createTime of the newest activity; the next one is at least 1 ms later.
+    Column("last_activity_time", BigInteger, nullable=False, default=0),
+    Index("ix_sessions_owner_list", "owner_id", "archived", "create_time", "id"),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "session_id",
+        String(20),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("create_time", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    # The activity's wire JSON without name, id and createTime (see activities.render).
+    Column("body", Text, nullable=False),
+    Index("ix_activities_session_time", "session_id", "create_time", unique=True),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "session_id",
+        String(20),
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # JSON list of PlanStep wire objects.
+    Column("steps", Text, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("approve_time", BigInteger, nullable=True),
+    Index("ix_plans_session", "session_id", "create_time"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column(
+        "session_id", String(20), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("state", String(16), nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expire_time", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_time", BigInteger, nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Index("ix_jobs_claim", "state", "available_time"),
+)

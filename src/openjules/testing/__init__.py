@@ -1,0 +1,9 @@
+"""Public test kit: real servers speaking real protocols, for tests of openjules and its users.
+
+- ``LiveServer``: the openjules API on a free loopback port, in a background thread.
+- ``provision_user``: a user and an API key, written straight to the database.
+"""
+
+from openjules.testing.server import LiveServer, provision_user
+
+__all__ = ["LiveServer", "provision_user"]

@@ -1,0 +1,95 @@
+"""Run the real openjules app under uvicorn on a loopback port, in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from openjules.api import create_app
+from openjules.settings import Settings
+from openjules.store import users
+from openjules.store.database import Database
+from openjules.store.migrate import upgrade_to_head
+
+START_TIMEOUT_S = 30.0
+
+
+class LiveServer:
+    """``with LiveServer(settings) as server: httpx.get(server.url + "/healthz")``.
+
+    ``settings.port`` is replaced by a free port chosen before the app starts, so
+    ``Session.url`` values name the real address.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        port = self._socket.getsockname()[1]
+        self.settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+        self.url = f"http://127.0.0.1:{port}"
+        self.api = f"{self.url}/v1alpha"
+        config = uvicorn.Config(
+            create_app(self.settings), log_level="warning", lifespan="on", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._run, name="openjules-live", daemon=True)
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._server.serve(sockets=[self._socket]))
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+
+    def start(self) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self._server.started:
+            if self._error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"openjules server failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("openjules server did not start in time")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=START_TIMEOUT_S)
+        self._socket.close()
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def provision_user(settings: Settings, *, name: str) -> str:
+    """Create (or reuse) user ``name`` with a fresh API key; returns the key."""
+
+    async def run() -> str:
+        url = settings.resolved_database_url()
+        await asyncio.to_thread(upgrade_to_head, url)
+        db = Database(url)
+        try:
+            async with db.write() as conn:
+                user = await users.get_or_create_user(conn, name=name)
+                key = await users.create_key(
+                    conn, user=user, max_live_keys=settings.max_keys_per_user
+                )
+        finally:
+            await db.dispose()
+        return key.secret
+
+    return asyncio.run(run())
