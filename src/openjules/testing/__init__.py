@@ -2,8 +2,9 @@
 
 - ``LiveServer``: the openjules API on a free loopback port, in a background thread.
 - ``provision_user``: a user and an API key, written straight to the database.
+- ``register_source``: a git repository as a source (what ``openjules sources add`` does).
 """
 
-from openjules.testing.server import LiveServer, provision_user
+from openjules.testing.server import LiveServer, provision_user, register_source
 
-__all__ = ["LiveServer", "provision_user"]
+__all__ = ["LiveServer", "provision_user", "register_source"]

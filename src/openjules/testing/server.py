@@ -93,3 +93,36 @@ def provision_user(settings: Settings, *, name: str) -> str:
         return key.secret
 
     return asyncio.run(run())
+
+
+def register_source(
+    settings: Settings,
+    *,
+    location: str,
+    owner: str,
+    repo: str,
+    is_private: bool = False,
+) -> str:
+    """Register a git repository as ``sources/github/OWNER/REPO`` (what the CLI does)."""
+    from openjules.engine import git
+    from openjules.store import sources
+    from openjules.store.sources import SourceRecord
+
+    info = git.read_remote(location)
+    record = SourceRecord(
+        owner=owner, repo=repo, url=location, is_private=is_private,
+        default_branch=info.default_branch, branches=info.branches,
+    )
+
+    async def run() -> None:
+        url = settings.resolved_database_url()
+        await asyncio.to_thread(upgrade_to_head, url)
+        db = Database(url)
+        try:
+            async with db.write() as conn:
+                await sources.upsert(conn, record=record)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    return record.name

@@ -1,0 +1,122 @@
+"""Fixtures: a live openjules server per test module on each database backend.
+
+Every API test runs twice, on SQLite and on PostgreSQL (a fresh database per module,
+migrated by Alembic). PostgreSQL comes from OPENJULES_TEST_POSTGRES_URL (default: the local
+server, trust auth); without it the PostgreSQL half is skipped, except under CI=true,
+where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from openjules.settings import Settings
+from openjules.testing import LiveServer, provision_user
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "OPENJULES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _postgres_available() -> str | None:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return str(exc).strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    problem = _postgres_available()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {problem}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {problem}")
+    return POSTGRES_ADMIN_URL
+
+
+def fresh_database(backend: str, tmp_dir: Path, admin: str | None) -> tuple[str, str | None]:
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_dir / 'openjules.db'}", None
+    assert admin is not None
+    name = f"oj_test_{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}", name
+
+
+def drop_database(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def server_settings(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    tmp = tmp_path_factory.mktemp(f"data-{backend}")
+    admin = request.getfixturevalue("postgres_admin") if backend == "postgresql" else None
+    url, created = fresh_database(backend, tmp, admin)
+    yield Settings(data_dir=tmp, database_url=url, auth_cache_seconds=0)
+    if created and admin:
+        drop_database(admin, created)
+
+
+@pytest.fixture(scope="module")
+def server(server_settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(server_settings) as live:
+        yield live
+
+
+def make_client(live: LiveServer, key: str) -> httpx.Client:
+    return httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}, timeout=30)
+
+
+@pytest.fixture
+def api_key(server: LiveServer) -> str:
+    """A new user with one key for each test: tests never see each other's sessions."""
+    return provision_user(server.settings, name=f"user-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def client(server: LiveServer, api_key: str) -> Iterator[httpx.Client]:
+    with make_client(server, api_key) as c:
+        yield c
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(cwd), "GIT_AUTHOR_NAME": "t",
+             "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+             "GIT_COMMITTER_EMAIL": "t@example.com"},
+    ).stdout
+
+
+@pytest.fixture(scope="session")
+def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real repository: branches main (default), develop and feature/x."""
+    path = tmp_path_factory.mktemp("repo")
+    git("init", "-q", "-b", "main", cwd=path)
+    (path / "README.md").write_text("# demo\n")
+    git("add", "README.md", cwd=path)
+    git("commit", "-q", "-m", "initial", cwd=path)
+    git("branch", "develop", cwd=path)
+    git("branch", "feature/x", cwd=path)
+    return path
