@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 from openjules._errors import InvalidArgument
 from openjules._types import State
@@ -97,7 +98,7 @@ class _Parser:
             pos = match.end()
         return tokens
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str) -> NoReturn:
         raise InvalidArgument(f"Invalid filter: {reason}.")
 
     def _peek(self) -> tuple[str, str] | None:
@@ -107,7 +108,6 @@ class _Parser:
         token = self._peek()
         if token is None:
             self._fail("unexpected end of expression")
-            raise AssertionError  # unreachable
         self.pos += 1
         return token
 
@@ -115,8 +115,8 @@ class _Parser:
         if not self.tokens:
             return Filter()
         groups = self._or()
-        if self._peek() is not None:
-            self._fail(f"unexpected {self._peek()[1]!r}")  # type: ignore[index]
+        if (extra := self._peek()) is not None:
+            self._fail(f"unexpected {extra[1]!r}")
         return Filter(tuple(groups))
 
     def _or(self) -> list[tuple[Condition, ...]]:
@@ -153,7 +153,6 @@ class _Parser:
         if rule is None:
             allowed = ", ".join(sorted(self.fields)) or "none"
             self._fail(f"unknown field {value!r} (filterable fields: {allowed})")
-            raise AssertionError
         op_kind, op_text = self._next()
         if op_kind != "op":
             self._fail(f"expected an operator after {value!r}")
@@ -167,7 +166,6 @@ class _Parser:
             normalized = rule.normalize(raw)
         except ValueError as exc:
             self._fail(f"bad value {raw!r} for {value!r}: {exc}")
-            raise AssertionError from exc
         return [(Condition(field, op, normalized),)]
 
 

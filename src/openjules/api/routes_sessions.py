@@ -3,7 +3,7 @@ archive and unarchive (``POST /v1alpha/sessions/{id}:verb``; ``%3A`` arrives dec
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.responses import Response
@@ -29,7 +29,9 @@ from openjules.store.users import User
 
 router = APIRouter(prefix="/v1alpha")
 CurrentUser = Annotated[User, Depends(current_user)]
-EMPTY_RESPONSE = {200: {"content": {"application/json": {"example": {}}}}}
+EMPTY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"example": {}}}}
+}
 
 
 @router.post("/sessions", name="create_session", response_model=Session, summary="sessions.create")
