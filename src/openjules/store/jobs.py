@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules.store import tables
@@ -18,7 +19,8 @@ class JobState(StrEnum):
 
 
 async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
-    """Make ``session_id`` runnable. Idempotent; a leased job is re-armed to run again."""
+    """Make ``session_id`` runnable. A leased job keeps its lease but its generation moves,
+    so the worker holding it runs the session again instead of marking it done."""
     now = now_us()
     existing = (
         await conn.execute(
@@ -31,14 +33,103 @@ async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
                 session_id=session_id,
                 state=JobState.READY,
                 attempts=0,
+                generation=1,
                 available_time=now,
                 create_time=now,
             )
         )
         return
+    values: dict[str, object] = {"generation": tables.jobs.c.generation + 1}
     if existing.state != JobState.LEASED:
+        values.update(state=JobState.READY, available_time=now, attempts=0)
+    await conn.execute(
+        update(tables.jobs).where(tables.jobs.c.session_id == session_id).values(**values)
+    )
+
+
+@dataclass(frozen=True)
+class Lease:
+    session_id: str
+    owner: str
+    generation: int
+    attempts: int
+
+
+async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | None:
+    """Take the oldest runnable job: ready and due, or leased with an expired lease.
+
+    PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite
+    serializes writers (``BEGIN IMMEDIATE``), so a plain select-then-update is safe there.
+    """
+    now = now_us()
+    j = tables.jobs.c
+    runnable = or_(
+        and_(j.state == JobState.READY, j.available_time <= now),
+        and_(j.state == JobState.LEASED, j.lease_expire_time < now),
+    )
+    candidate = select(j.session_id).where(runnable).order_by(j.available_time).limit(1)
+    if conn.dialect.name == "postgresql":
+        candidate = candidate.with_for_update(skip_locked=True)
+    row = (await conn.execute(candidate)).first()
+    if row is None:
+        return None
+    claimed = (
         await conn.execute(
             update(tables.jobs)
-            .where(tables.jobs.c.session_id == session_id)
-            .values(state=JobState.READY, available_time=now, attempts=0)
+            .where(j.session_id == row.session_id, runnable)
+            .values(
+                state=JobState.LEASED,
+                lease_owner=owner,
+                lease_expire_time=now + lease_us,
+                attempts=j.attempts + 1,
+            )
+            .returning(j.generation, j.attempts)
         )
+    ).first()
+    if claimed is None:
+        return None
+    return Lease(session_id=row.session_id, owner=owner, generation=claimed.generation,
+                 attempts=claimed.attempts)
+
+
+async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> bool:
+    """Extend the lease; False if another worker has taken the job over."""
+    j = tables.jobs.c
+    result = await conn.execute(
+        update(tables.jobs)
+        .where(j.session_id == lease.session_id, j.lease_owner == lease.owner,
+               j.state == JobState.LEASED)
+        .values(lease_expire_time=now_us() + lease_us)
+    )
+    return result.rowcount == 1
+
+
+async def finish(conn: AsyncConnection, *, lease: Lease) -> bool:
+    """Release the job. Returns True if it must run again (it was enqueued meanwhile)."""
+    j = tables.jobs.c
+    mine = and_(j.session_id == lease.session_id, j.lease_owner == lease.owner)
+    done = await conn.execute(
+        update(tables.jobs)
+        .where(mine, j.generation == lease.generation)
+        .values(state=JobState.DONE, lease_owner=None, lease_expire_time=None)
+    )
+    if done.rowcount == 1:
+        return False
+    await conn.execute(
+        update(tables.jobs)
+        .where(mine)
+        .values(state=JobState.READY, lease_owner=None, lease_expire_time=None,
+                available_time=now_us(), attempts=0)
+    )
+    return True
+
+
+async def release_for_retry(conn: AsyncConnection, *, lease: Lease, delay_us: int) -> None:
+    """Give the job back after a crash of the work itself, to be retried after a delay."""
+    j = tables.jobs.c
+    await conn.execute(
+        update(tables.jobs)
+        .where(j.session_id == lease.session_id, j.lease_owner == lease.owner)
+        .values(state=JobState.READY, lease_owner=None, lease_expire_time=None,
+                available_time=now_us() + delay_us)
+    )

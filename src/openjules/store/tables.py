@@ -129,6 +129,9 @@ jobs = Table(
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expire_time", BigInteger, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    # Bumped by every enqueue; a worker marks the job done only if it is unchanged, so a
+    # wake-up that arrives while the worker finishes makes the job run again.
+    Column("generation", Integer, nullable=False, default=1),
     Column("available_time", BigInteger, nullable=False),
     Column("create_time", BigInteger, nullable=False),
     Index("ix_jobs_claim", "state", "available_time"),

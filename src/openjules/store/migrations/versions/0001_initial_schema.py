@@ -108,6 +108,7 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(length=64), nullable=True),
         sa.Column("lease_expire_time", sa.BigInteger(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=False),
         sa.Column("available_time", sa.BigInteger(), nullable=False),
         sa.Column("create_time", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,157 @@
+"""LocalRunner: lease-claimed jobs run exactly once, re-run when enqueued again while
+running, are reclaimed after a dead worker's lease expires, and are retried after errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from openjules._types import CreateSessionRequest
+from openjules.engine.runner import LocalRunner
+from openjules.settings import Settings
+from openjules.store import jobs, sessions, tables, users
+from openjules.store.database import Database
+from openjules.store.migrate import upgrade_to_head
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+async def db(server_settings: Settings) -> AsyncIterator[Database]:
+    url = server_settings.resolved_database_url()
+    await asyncio.to_thread(upgrade_to_head, url)
+    database = Database(url)
+    async with database.write() as conn:
+        await conn.execute(tables.jobs.delete())
+    yield database
+    await database.dispose()
+
+
+async def _new_sessions(db: Database, count: int) -> list[str]:
+    async with db.write() as conn:
+        user = await users.get_or_create_user(conn, name="runner-tests")
+        created = [
+            await sessions.create(conn, owner_id=user.id,
+                                  request=CreateSessionRequest(prompt=f"task {i}"),
+                                  public_base_url="http://x")
+            for i in range(count)
+        ]
+    return [s.id for s in created]
+
+
+async def _wait_until(predicate: Callable[[], bool], *, limit_s: float = 20.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while not predicate():  # noqa: ASYNC110 - polling state owned by another task
+            await asyncio.sleep(0.02)
+
+
+async def test_each_queued_session_runs_exactly_once_across_runners(db: Database) -> None:
+    ids = await _new_sessions(db, 20)
+    runs: Counter[str] = Counter()
+    active: set[str] = set()
+    overlaps: list[str] = []
+
+    async def work(session_id: str) -> None:
+        if session_id in active:
+            overlaps.append(session_id)
+        active.add(session_id)
+        await asyncio.sleep(0.01)
+        active.discard(session_id)
+        runs[session_id] += 1
+
+    runners = [LocalRunner(db=db, work=work, workers=3, poll_seconds=0.05) for _ in range(2)]
+    for r in runners:
+        await r.start()
+    try:
+        await _wait_until(lambda: sum(runs.values()) >= len(ids))
+        await asyncio.sleep(0.3)  # anything extra would show up now
+    finally:
+        for r in runners:
+            await r.stop()
+    assert runs == Counter({i: 1 for i in ids})
+    assert overlaps == []
+
+
+async def test_enqueue_while_running_runs_the_session_again(db: Database) -> None:
+    [session_id] = await _new_sessions(db, 1)
+    started = asyncio.Event()
+    release = asyncio.Event()
+    runs = 0
+
+    async def work(_sid: str) -> None:
+        nonlocal runs
+        runs += 1
+        started.set()
+        if runs == 1:
+            await release.wait()
+
+    runner = LocalRunner(db=db, work=work, workers=1, poll_seconds=0.05)
+    await runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        async with db.write() as conn:  # e.g. a sendMessage arriving mid-run
+            await jobs.enqueue(conn, session_id=session_id)
+        release.set()
+        await _wait_until(lambda: runs >= 2)
+    finally:
+        await runner.stop()
+    assert runs == 2
+
+
+async def test_a_dead_workers_job_is_reclaimed_after_its_lease_expires(db: Database) -> None:
+    [session_id] = await _new_sessions(db, 1)
+    first_started = asyncio.Event()
+
+    async def hang(_sid: str) -> None:
+        first_started.set()
+        await asyncio.Event().wait()
+
+    dead = LocalRunner(db=db, work=hang, workers=1, lease_seconds=0.6, poll_seconds=0.05)
+    await dead.start()
+    await asyncio.wait_for(first_started.wait(), 10)
+    # Simulate a crash: the worker stops heartbeating without releasing its lease.
+    dead._stopping = True
+    for task in dead._tasks:
+        task.cancel()
+
+    finished: list[str] = []
+
+    async def complete(sid: str) -> None:
+        finished.append(sid)
+
+    survivor = LocalRunner(db=db, work=complete, workers=1, lease_seconds=0.6,
+                           poll_seconds=0.05)
+    await survivor.start()
+    try:
+        await _wait_until(lambda: finished == [session_id])
+    finally:
+        await survivor.stop()
+        await dead.stop()
+
+
+async def test_work_that_raises_is_retried_later(db: Database) -> None:
+    [session_id] = await _new_sessions(db, 1)
+    attempts = 0
+
+    async def flaky(_sid: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("transient")
+
+    runner = LocalRunner(db=db, work=flaky, workers=1, poll_seconds=0.05,
+                         retry_delay_seconds=0.2)
+    await runner.start()
+    try:
+        await _wait_until(lambda: attempts >= 2)
+    finally:
+        await runner.stop()
+    async with db.read() as conn:
+        state = (await conn.execute(
+            tables.jobs.select().where(tables.jobs.c.session_id == session_id)
+        )).first()
+    assert state is not None
+    assert state.state == "done"
