@@ -29,6 +29,15 @@ class Settings(BaseSettings):
     # Debug logging of each request's database time.
     database_echo: bool = False
 
+    # The model: any OpenAI-compatible Chat Completions endpoint. A provider preset fills
+    # in the base URL and a default model; explicit values win.
+    model_provider: str = ""
+    model_base_url: str = ""
+    model_api_key: str = ""
+    model: str = ""
+    model_timeout_seconds: float = 120.0
+    model_max_retries: int = 5
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

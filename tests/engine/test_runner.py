@@ -34,9 +34,12 @@ async def _new_sessions(db: Database, count: int) -> list[str]:
     async with db.write() as conn:
         user = await users.get_or_create_user(conn, name="runner-tests")
         created = [
-            await sessions.create(conn, owner_id=user.id,
-                                  request=CreateSessionRequest(prompt=f"task {i}"),
-                                  public_base_url="http://x")
+            await sessions.create(
+                conn,
+                owner_id=user.id,
+                request=CreateSessionRequest(prompt=f"task {i}"),
+                public_base_url="http://x",
+            )
             for i in range(count)
         ]
     return [s.id for s in created]
@@ -122,8 +125,7 @@ async def test_a_dead_workers_job_is_reclaimed_after_its_lease_expires(db: Datab
     async def complete(sid: str) -> None:
         finished.append(sid)
 
-    survivor = LocalRunner(db=db, work=complete, workers=1, lease_seconds=0.6,
-                           poll_seconds=0.05)
+    survivor = LocalRunner(db=db, work=complete, workers=1, lease_seconds=0.6, poll_seconds=0.05)
     await survivor.start()
     try:
         await _wait_until(lambda: finished == [session_id])
@@ -142,16 +144,15 @@ async def test_work_that_raises_is_retried_later(db: Database) -> None:
         if attempts == 1:
             raise RuntimeError("transient")
 
-    runner = LocalRunner(db=db, work=flaky, workers=1, poll_seconds=0.05,
-                         retry_delay_seconds=0.2)
+    runner = LocalRunner(db=db, work=flaky, workers=1, poll_seconds=0.05, retry_delay_seconds=0.2)
     await runner.start()
     try:
         await _wait_until(lambda: attempts >= 2)
     finally:
         await runner.stop()
     async with db.read() as conn:
-        state = (await conn.execute(
-            tables.jobs.select().where(tables.jobs.c.session_id == session_id)
-        )).first()
+        state = (
+            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
+        ).first()
     assert state is not None
     assert state.state == "done"

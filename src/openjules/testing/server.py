@@ -6,9 +6,11 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from openjules.api import create_app
 from openjules.settings import Settings
@@ -19,26 +21,20 @@ from openjules.store.migrate import upgrade_to_head
 START_TIMEOUT_S = 30.0
 
 
-class LiveServer:
-    """``with LiveServer(settings) as server: httpx.get(server.url + "/healthz")``.
+class ThreadedUvicorn:
+    """Any ASGI app under uvicorn on a free loopback port, in a daemon thread."""
 
-    ``settings.port`` is replaced by a free port chosen before the app starts, so
-    ``Session.url`` values name the real address.
-    """
-
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, app_factory: Callable[[int], ASGIApp], *, name: str) -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind(("127.0.0.1", 0))
-        port = self._socket.getsockname()[1]
-        self.settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-        self.url = f"http://127.0.0.1:{port}"
-        self.api = f"{self.url}/v1alpha"
+        self.port: int = self._socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            create_app(self.settings), log_level="warning", lifespan="on", access_log=False
+            app_factory(self.port), log_level="warning", lifespan="on", access_log=False
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name="openjules-live", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._error: BaseException | None = None
 
     def _run(self) -> None:
@@ -47,21 +43,44 @@ class LiveServer:
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
 
-    def start(self) -> LiveServer:
+    def start(self) -> None:
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started:
             if self._error is not None or not self._thread.is_alive():
-                raise RuntimeError(f"openjules server failed to start: {self._error!r}")
+                raise RuntimeError(f"server {self._thread.name} failed to start: {self._error!r}")
             if time.monotonic() > deadline:
-                raise TimeoutError("openjules server did not start in time")
+                raise TimeoutError(f"server {self._thread.name} did not start in time")
             time.sleep(0.01)
-        return self
 
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=START_TIMEOUT_S)
         self._socket.close()
+
+
+class LiveServer:
+    """``with LiveServer(settings) as server: httpx.get(server.url + "/healthz")``.
+
+    ``settings.port`` is replaced by a free port chosen before the app starts, so
+    ``Session.url`` values name the real address.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        def factory(port: int) -> ASGIApp:
+            self.settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
+            return create_app(self.settings)
+
+        self._server = ThreadedUvicorn(factory, name="openjules-live")
+        self.url = self._server.url
+        self.api = f"{self.url}/v1alpha"
+
+    def start(self) -> LiveServer:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
 
     def __enter__(self) -> LiveServer:
         return self.start()
@@ -110,8 +129,12 @@ def register_source(
 
     info = git.read_remote(location)
     record = SourceRecord(
-        owner=owner, repo=repo, url=location, is_private=is_private,
-        default_branch=info.default_branch, branches=info.branches,
+        owner=owner,
+        repo=repo,
+        url=location,
+        is_private=is_private,
+        default_branch=info.default_branch,
+        branches=info.branches,
     )
 
     async def run() -> None:

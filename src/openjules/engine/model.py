@@ -1,0 +1,171 @@
+"""The model adapter: any OpenAI-compatible Chat Completions endpoint via the ``openai`` SDK.
+
+Providers differ only by base URL, key and model name. The SDK retries 408/409/429/5xx,
+connection errors and timeouts with exponential backoff and honours ``Retry-After``;
+what is left after its retries surfaces as ``ModelError`` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from openjules.settings import Settings
+
+
+@dataclass(frozen=True)
+class Preset:
+    base_url: str
+    model: str
+    needs_key: bool = True
+
+
+PRESETS: dict[str, Preset] = {
+    "openai": Preset("https://api.openai.com/v1", "gpt-4.1"),
+    "gemini": Preset("https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-pro"),
+    "anthropic": Preset("https://api.anthropic.com/v1/", "claude-sonnet-4-5"),
+    "ollama": Preset("http://127.0.0.1:11434/v1", "qwen2.5-coder:7b", needs_key=False),
+}
+
+NOT_CONFIGURED = (
+    "No model is configured. Set OPENJULES_MODEL_BASE_URL, OPENJULES_MODEL_API_KEY and "
+    "OPENJULES_MODEL (any OpenAI-compatible endpoint), or OPENJULES_MODEL_PROVIDER to one of "
+    f"{', '.join(PRESETS)} plus OPENJULES_MODEL_API_KEY, then restart the server."
+)
+
+
+class ModelError(RuntimeError):
+    """The model could not be reached or refused; ``str()`` explains it for a person."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base_url: str
+    api_key: str
+    model: str
+    timeout_seconds: float = 120.0
+    max_retries: int = 5
+
+
+def model_config(settings: Settings) -> ModelConfig | None:
+    """The configured model, or None when nothing usable is configured."""
+    preset = PRESETS.get(settings.model_provider.lower()) if settings.model_provider else None
+    base_url = settings.model_base_url or (preset.base_url if preset else "")
+    model = settings.model or (preset.model if preset else "")
+    api_key = settings.model_api_key
+    if not api_key and preset is not None and not preset.needs_key:
+        api_key = "unused"
+    if not base_url or not model or not api_key:
+        return None
+    return ModelConfig(
+        base_url=base_url,
+        api_key=api_key,
+        model=model,
+        timeout_seconds=settings.model_timeout_seconds,
+        max_retries=settings.model_max_retries,
+    )
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    id: str
+    name: str
+    arguments: str
+
+    def parsed_arguments(self) -> dict[str, Any]:
+        """The arguments as an object; ValueError with a reason the model can act on."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"arguments are not valid JSON ({exc.msg} at {exc.pos})") from exc
+        if not isinstance(value, dict):
+            raise ValueError("arguments must be a JSON object")
+        return value
+
+
+@dataclass(frozen=True)
+class ModelTurn:
+    content: str | None
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_message(self) -> dict[str, Any]:
+        """The assistant message to append to the transcript."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        return message
+
+
+class Model:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self._client = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            timeout=config.timeout_seconds,
+            max_retries=config.max_retries,
+        )
+
+    async def complete(
+        self, *, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> ModelTurn:
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.config.model,
+                messages=messages,  # type: ignore[arg-type]
+                tools=tools,  # type: ignore[arg-type]
+            )
+        except openai.APITimeoutError as exc:
+            raise ModelError(
+                f"The model at {self.config.base_url} did not answer within "
+                f"{self.config.timeout_seconds:.0f}s ({self.config.max_retries} retries)."
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise ModelError(f"Cannot reach the model at {self.config.base_url}: {exc}") from exc
+        except openai.RateLimitError as exc:
+            raise ModelError(
+                f"The model provider kept rate-limiting requests (HTTP 429) after "
+                f"{self.config.max_retries} retries."
+            ) from exc
+        except openai.AuthenticationError as exc:
+            raise ModelError(
+                "The model provider rejected the API key (HTTP 401); check OPENJULES_MODEL_API_KEY."
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise ModelError(
+                f"The model provider answered HTTP {exc.status_code}: {_short(exc.message)}"
+            ) from exc
+        if not response.choices:
+            raise ModelError("The model returned no choices.")
+        message = response.choices[0].message
+        calls = [
+            ToolCallRequest(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
+            for c in (message.tool_calls or [])
+            if isinstance(c, openai.types.chat.ChatCompletionMessageFunctionToolCall)
+        ]
+        usage = response.usage
+        return ModelTurn(
+            content=message.content,
+            tool_calls=calls,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
