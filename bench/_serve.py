@@ -1,0 +1,85 @@
+"""One benchmark server process: the openjules app or a bare Starlette app, through uvicorn.
+
+Both apps are served identically (one worker, loopback, a port chosen by the kernel,
+``log_level=warning``, access log off), so the only difference is the application itself.
+The chosen port is written as the first line on stdout. The process exits on SIGTERM,
+SIGINT, or when its stdin reaches EOF (the parent died without cleaning up).
+
+    python bench/_serve.py bare
+    python bench/_serve.py openjules --database-url URL --data-dir DIR --public-base-url URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+HOST = "127.0.0.1"
+HEALTH_PATH = "/healthz"
+
+
+def bare_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def health(_request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route(HEALTH_PATH, health)])
+
+
+def openjules_app(args: argparse.Namespace) -> Any:
+    from openjules.api import create_app
+    from openjules.settings import Settings
+
+    settings = Settings(
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        public_base_url=args.public_base_url,
+    )
+    # Like `openjules serve`: the schema is migrated before the server starts.
+    return create_app(settings, migrate=False)
+
+
+def _exit_when_parent_goes() -> None:
+    """Block on stdin; EOF means the parent is gone, so shut down (hard after 5 s)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdin.buffer.read()
+    os.kill(os.getpid(), signal.SIGTERM)
+    threading.Timer(5.0, lambda: os._exit(3)).start()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("app", choices=["bare", "openjules"])
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--data-dir", type=Path, default=Path("."))
+    parser.add_argument("--public-base-url", default="http://bench.invalid")
+    args = parser.parse_args()
+
+    app = bare_app() if args.app == "bare" else openjules_app(args)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
+    # without it every response waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, 0))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+    print(sock.getsockname()[1], flush=True)
+    server.run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    main()
