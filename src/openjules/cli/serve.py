@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openjules.api import create_app
 from openjules.cli.context import describe_database, run_in_db
 from openjules.settings import Settings
 from openjules.store import users
@@ -33,6 +31,11 @@ def serve(
     host: str | None, port: int | None, data_dir: Path | None, database_url: str | None
 ) -> None:
     """Run the Jules-compatible API server."""
+    # Imported here: the web stack costs ~0.5 s of start-up every other command avoids.
+    import uvicorn
+
+    from openjules.api import create_app
+
     overrides: dict[str, Any] = {
         k: v
         for k, v in {

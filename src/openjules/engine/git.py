@@ -56,8 +56,10 @@ def run_git(args: list[str], *, cwd: Path | None = None, timeout: float = GIT_TI
     except subprocess.TimeoutExpired as exc:
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s.") from exc
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise GitError(f"git {args[0]} failed: {detail[-1] if detail else done.returncode}")
+        detail = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
+        # The first "fatal:"/"error:" line says why; the last is often generic advice.
+        reasons = [ln for ln in detail if ln.startswith(("fatal:", "error:"))] or detail[-1:]
+        raise GitError(f"git {args[0]} failed: {reasons[0] if reasons else done.returncode}")
     return done.stdout
 
 
