@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from openjules._errors import (
     APIError,
@@ -95,9 +96,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             NotFound(f"The requested URL {request.url.path} was not found on this server.")
         )
     if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        # Starlette names only the first route matching the path; list every route's methods.
+        methods = [
+            m
+            for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+            if any(
+                r.matches({**request.scope, "method": m})[0] is Match.FULL
+                for r in request.app.router.routes
+            )
+        ]
+        allow = ", ".join(methods) or (exc.headers or {}).get("Allow", "")
         return envelope_response(
-            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}" + "."),
+            MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."),
             headers={"Allow": allow} if allow else None,
         )
     error = APIError(str(exc.detail))

@@ -27,6 +27,8 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
+# A bare value right after an operator may contain ':' (unquoted RFC 3339 timestamps).
+_BARE_VALUE = re.compile(r"""\s*(?P<word>[^\s()"']+)""")
 _OPS = {"=": Op.EQ, ":": Op.EQ, "!=": Op.NE, "<": Op.LT, "<=": Op.LE, ">": Op.GT, ">=": Op.GE}
 
 
@@ -88,6 +90,8 @@ class _Parser:
             if text[pos:].strip() == "":
                 break
             match = _TOKEN.match(text, pos)
+            if tokens and tokens[-1][0] == "op" and match and match.lastgroup == "word":
+                match = _BARE_VALUE.match(text, pos)
             if not match or match.end() == pos:
                 self._fail(f"unexpected character at offset {pos}")
             kind = match.lastgroup or ""

@@ -35,7 +35,7 @@ def nanos_token(raw: str | None) -> int | None:
     """An activities page token: a decimal nanosecond timestamp."""
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 20:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
         raise InvalidArgument(
             f"Invalid page token {raw!r}: pass the nextPageToken of a previous response."
         )

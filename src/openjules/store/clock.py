@@ -35,7 +35,10 @@ def parse_timestamp_ns(text: str) -> int:
     )
     if offset not in ("Z", "z"):
         sign = 1 if offset[0] == "+" else -1
-        moment -= sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+        try:
+            moment -= sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6]))
+        except OverflowError:
+            raise ValueError(f"timestamp out of range: {text!r}") from None
     seconds = (moment - _EPOCH) // timedelta(seconds=1)
     nanos = int((fraction or "0").ljust(9, "0"))
     return seconds * 1_000_000_000 + nanos

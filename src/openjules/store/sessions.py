@@ -204,6 +204,8 @@ def decode_cursor(token: str) -> tuple[int, str]:
         kind, create_time, session_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
         if kind != "s1" or not SESSION_ID.match(session_id):
             raise ValueError(token)
+        if not 0 <= int(create_time) < 2**63:  # beyond the BIGINT column
+            raise ValueError(token)
         return int(create_time), session_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidArgument(

@@ -1,0 +1,133 @@
+"""Workspaces: fast clones from a mirror, patches that apply, and host-side git that never
+runs what the agent could have planted in the repository's .git."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from openjules.engine.workspace import (
+    Workspace,
+    apply_patch,
+    create_empty,
+    create_from_mirror,
+    mirror_path,
+    sync_mirror,
+)
+from tests.conftest import git
+
+
+def _source_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "source"
+    repo.mkdir()
+    git("init", "-q", "-b", "main", cwd=repo)
+    (repo / "app.py").write_text("print('hello')\n")
+    (repo / "old.txt").write_text("to be deleted\n")
+    (repo / ".gitignore").write_text("build/\n")
+    git("add", ".", cwd=repo)
+    git("commit", "-q", "-m", "initial", cwd=repo)
+    return repo
+
+
+def _workspace(tmp_path: Path) -> tuple[Path, Path, Workspace, str]:
+    source = _source_repo(tmp_path)
+    mirror = mirror_path(tmp_path / "data", owner="acme", repo="app")
+    sync_mirror(url=str(source), mirror=mirror)
+    workspace, base = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "123",
+                                         branch="main")
+    return source, mirror, workspace, base
+
+
+def test_patch_applies_to_the_starting_branch_and_holds_every_change(tmp_path: Path) -> None:
+    source, _mirror, workspace, base = _workspace(tmp_path)
+    assert base == git("rev-parse", "main", cwd=source).strip()
+    (workspace.tree / "app.py").write_text("print('hello, world')\n")
+    (workspace.tree / "new" / "mod.py").parent.mkdir()
+    (workspace.tree / "new" / "mod.py").write_text("VALUE = 1\n")
+    (workspace.tree / "old.txt").unlink()
+    (workspace.tree / "build").mkdir()
+    (workspace.tree / "build" / "out.bin").write_bytes(b"\0\1")  # ignored by .gitignore
+
+    patch = workspace.patch(base_commit=base)
+
+    assert "+print('hello, world')" in patch
+    assert "--- /dev/null\n+++ b/new/mod.py" in patch
+    assert "+++ /dev/null" in patch  # old.txt deleted
+    assert "build/out.bin" not in patch
+    assert ".git/" not in patch
+    check = tmp_path / "check"
+    git("clone", "-q", "-b", "main", str(source), str(check), cwd=tmp_path)
+    (tmp_path / "p.diff").write_text(patch)
+    git("apply", str(tmp_path / "p.diff"), cwd=check)
+    assert (check / "new" / "mod.py").read_text() == "VALUE = 1\n"
+    assert not (check / "old.txt").exists()
+
+
+def test_host_git_ignores_filters_fsmonitor_and_hooks_planted_in_the_repo(
+    tmp_path: Path,
+) -> None:
+    _source, _mirror, workspace, base = _workspace(tmp_path)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.sh"
+    evil.write_text(f"#!/bin/sh\ntouch {marker}\ncat\n")
+    evil.chmod(0o755)
+    repo_git = workspace.tree / ".git"
+    with (repo_git / "config").open("a") as config:
+        config.write(f"[core]\n\tfsmonitor = {evil}\n\thooksPath = {tmp_path}\n"
+                     f"[filter \"x\"]\n\tclean = {evil}\n\tsmudge = {evil}\n"
+                     f"[diff \"x\"]\n\ttextconv = {evil}\n\tcommand = {evil}\n")
+    for hook in ("pre-commit", "post-commit", "post-checkout", "pre-auto-gc"):
+        (repo_git / "hooks" / hook).write_text(evil.read_text())
+        (repo_git / "hooks" / hook).chmod(0o755)
+    (workspace.tree / ".gitattributes").write_text("* filter=x diff=x\n")
+    (workspace.tree / "app.py").write_text("changed\n")
+
+    patch = workspace.patch(base_commit=base)
+
+    assert "+changed" in patch
+    assert not marker.exists()
+
+
+def test_repoless_workspace_patch_creates_files(tmp_path: Path) -> None:
+    workspace, base = create_empty(root=tmp_path / "ws" / "1")
+    (workspace.tree / "answer.md").write_text("# 42\n")
+    patch = workspace.patch(base_commit=base)
+    assert "--- /dev/null\n+++ b/answer.md" in patch
+    assert "+# 42" in patch
+
+
+def test_a_checkpointed_patch_restores_a_fresh_workspace(tmp_path: Path) -> None:
+    _source, mirror, workspace, base = _workspace(tmp_path)
+    (workspace.tree / "app.py").write_text("step one\n")
+    (workspace.tree / "added.txt").write_text("new\n")
+    checkpoint = workspace.patch(base_commit=base)
+    workspace.remove()
+
+    fresh, same_base = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "123",
+                                          branch="main", base_commit=base)
+    apply_patch(fresh, checkpoint)
+
+    assert same_base == base
+    assert (fresh.tree / "app.py").read_text() == "step one\n"
+    assert fresh.patch(base_commit=base) == checkpoint
+
+
+def test_mirror_sync_fetches_new_commits_and_keeps_session_bases(tmp_path: Path) -> None:
+    source, mirror, _ws, base = _workspace(tmp_path)
+    git("commit", "-q", "--allow-empty", "-m", "next", cwd=source)
+    sync_mirror(url=str(source), mirror=mirror)
+    head = git("rev-parse", "main", cwd=source).strip()
+    assert git("rev-parse", "refs/heads/main", cwd=mirror).strip() == head
+    # The base of the session stays reachable from the mirror even if main moves on.
+    assert git("rev-parse", "refs/openjules/base/123", cwd=mirror).strip() == base
+
+
+def test_workspace_preparation_borrows_objects_instead_of_copying(tmp_path: Path) -> None:
+    _source, _mirror, workspace, _base = _workspace(tmp_path)
+    alternates = workspace.tree / ".git" / "objects" / "info" / "alternates"
+    assert alternates.exists()
+    packs = list((workspace.tree / ".git" / "objects").rglob("*.pack"))
+    assert packs == []
+    out = subprocess.run(["git", "status", "--porcelain"], cwd=workspace.tree,
+                         capture_output=True, text=True, check=True).stdout
+    assert out == ""
