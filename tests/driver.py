@@ -3,7 +3,6 @@ the store's public transition functions. Used where a test needs a plan or an en
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,7 +21,7 @@ from openjules._types import (
 from openjules.settings import Settings
 from openjules.store import plans, transitions
 from openjules.store.activities import NewActivity
-from openjules.store.database import Database
+from openjules.store.oneshot import run_write
 from openjules.store.plans import StepDraft
 from openjules.store.transitions import Event
 
@@ -30,15 +29,7 @@ T = TypeVar("T")
 
 
 def _run(settings: Settings, action: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    async def main() -> T:
-        db = Database(settings.resolved_database_url())
-        try:
-            async with db.write() as conn:
-                return await action(conn)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
+    return run_write(settings.resolved_database_url(), action)
 
 
 def propose_plan(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query
+
 from openjules._errors import FieldViolation, InvalidArgument
 
 MAX_PAGE_SIZE = 100
@@ -40,3 +45,29 @@ def nanos_token(raw: str | None) -> int | None:
             f"Invalid page token {raw!r}: pass the nextPageToken of a previous response."
         )
     return int(raw)
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """The query parameters every list method takes."""
+
+    page_size: str | None
+    page_token: str | None
+    filter: str | None
+
+
+def _list_query(
+    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
+    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
+    filter: Annotated[str | None, Query()] = None,
+    # The PyPI client `jules-api` sends the token as nextPageToken=.
+    next_page_token: Annotated[
+        str | None, Query(alias="nextPageToken", include_in_schema=False)
+    ] = None,
+) -> ListQuery:
+    return ListQuery(
+        page_size=page_size, page_token=page_token or next_page_token or None, filter=filter
+    )
+
+
+ListParams = Annotated[ListQuery, Depends(_list_query)]

@@ -47,17 +47,12 @@ async def list_activities(
     request: Request,
     user: CurrentUser,
     session_id: str,
-    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
-    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
-    filter: Annotated[str | None, Query()] = None,
+    query: pagination.ListParams,
     create_time: Annotated[str | None, Query(alias="createTime")] = None,
-    next_page_token: Annotated[
-        str | None, Query(alias="nextPageToken", include_in_schema=False)
-    ] = None,
 ) -> Response:
-    size = pagination.page_size(page_size, default=pagination.ACTIVITIES_DEFAULT)
-    after = pagination.nanos_token(page_token or next_page_token)
-    flt = _with_create_time_param(parse_filter(filter, ACTIVITY_FIELDS), create_time)
+    size = pagination.page_size(query.page_size, default=pagination.ACTIVITIES_DEFAULT)
+    after = pagination.nanos_token(query.page_token)
+    flt = _with_create_time_param(parse_filter(query.filter, ACTIVITY_FIELDS), create_time)
     async with AppState.of(request).db.read() as conn:
         await sessions.ensure_owned(conn, owner_id=user.id, session_id=session_id)
         records, token = await activities.list_page(

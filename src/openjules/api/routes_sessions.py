@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
@@ -57,25 +57,18 @@ async def create_session(
 async def list_sessions(
     request: Request,
     user: CurrentUser,
-    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
-    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
-    filter: Annotated[str | None, Query()] = None,
-    next_page_token: Annotated[
-        str | None, Query(alias="nextPageToken", include_in_schema=False)
-    ] = None,
+    query: pagination.ListParams,
 ) -> Response:
     state = AppState.of(request)
-    size = pagination.page_size(page_size, default=pagination.SESSIONS_DEFAULT)
-    flt = parse_filter(filter, SESSION_FIELDS)
-    # The PyPI client `jules-api` sends the token as nextPageToken=.
-    token = page_token or next_page_token
+    size = pagination.page_size(query.page_size, default=pagination.SESSIONS_DEFAULT)
+    flt = parse_filter(query.filter, SESSION_FIELDS)
     async with state.db.read() as conn:
         page, next_token = await sessions.list_page(
             conn,
             owner_id=user.id,
             flt=flt,
             page_size=size,
-            page_token=token,
+            page_token=query.page_token,
             public_base_url=state.public_base_url,
         )
     return responses.wire(ListSessionsResponse(sessions=page, next_page_token=next_token))

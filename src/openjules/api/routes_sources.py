@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from openjules._errors import InvalidArgument
@@ -26,16 +26,11 @@ CurrentUser = Annotated[User, Depends(current_user)]
 async def list_sources(
     request: Request,
     _user: CurrentUser,
-    page_size: Annotated[str | None, Query(alias="pageSize")] = None,
-    page_token: Annotated[str | None, Query(alias="pageToken")] = None,
-    filter: Annotated[str | None, Query()] = None,
-    next_page_token: Annotated[
-        str | None, Query(alias="nextPageToken", include_in_schema=False)
-    ] = None,
+    query: pagination.ListParams,
 ) -> Response:
-    size = pagination.page_size(page_size, default=pagination.SOURCES_DEFAULT)
-    flt = parse_filter(filter, SOURCE_FIELDS)
-    token = page_token or next_page_token or None
+    size = pagination.page_size(query.page_size, default=pagination.SOURCES_DEFAULT)
+    flt = parse_filter(query.filter, SOURCE_FIELDS)
+    token = query.page_token
     if token is not None and not sources.SOURCE_ID.match(token):
         raise InvalidArgument(
             f"Invalid page token {token!r}: pass the nextPageToken of a previous response."

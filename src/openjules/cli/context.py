@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
@@ -14,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._errors import APIError
 from openjules.settings import Settings
-from openjules.store.database import Database
-from openjules.store.migrate import upgrade_to_head
+from openjules.store.oneshot import run_write
 
 T = TypeVar("T")
 
@@ -49,19 +47,8 @@ def database_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_in_db(settings: Settings, action: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     """Migrate, then run ``action`` in one write transaction; APIErrors become CLI errors."""
-
-    async def main() -> T:
-        url = settings.resolved_database_url()
-        await asyncio.to_thread(upgrade_to_head, url)
-        db = Database(url)
-        try:
-            async with db.write() as conn:
-                return await action(conn)
-        finally:
-            await db.dispose()
-
     try:
-        return asyncio.run(main())
+        return run_write(settings.resolved_database_url(), action)
     except APIError as exc:
         raise click.ClickException(exc.message) from exc
     except DBAPIError as exc:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openjules.cli.context import describe_database, run_in_db
+from openjules.cli.context import database_options, describe_database, run_in_db
 from openjules.settings import Settings
 from openjules.store import users
 
@@ -16,37 +13,16 @@ from openjules.store import users
 @click.command()
 @click.option("--host", default=None, help="Address to listen on [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default 8080].")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Data directory [env OPENJULES_DATA_DIR; default ~/.openjules].",
-)
-@click.option(
-    "--database-url",
-    default=None,
-    help="SQLAlchemy URL [env OPENJULES_DATABASE_URL; default SQLite in data dir].",
-)
-def serve(
-    host: str | None, port: int | None, data_dir: Path | None, database_url: str | None
-) -> None:
+@database_options
+def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
     """Run the Jules-compatible API server."""
     # Imported here: the web stack costs ~0.5 s of start-up every other command avoids.
     import uvicorn
 
     from openjules.api import create_app
 
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "host": host,
-            "port": port,
-            "data_dir": data_dir,
-            "database_url": database_url,
-        }.items()
-        if v is not None
-    }
-    settings = Settings(**overrides)
+    listen = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = settings.model_copy(update=listen)
 
     async def bootstrap(conn: AsyncConnection) -> str | None:
         if await users.count_users(conn):

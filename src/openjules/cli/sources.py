@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules._errors import InvalidArgument
 from openjules.cli.context import database_options, run_in_db
 from openjules.engine import git
+from openjules.engine.repository import describe_repository
 from openjules.settings import Settings
 from openjules.store import sources as source_store
 from openjules.store.sources import SourceRecord
@@ -15,17 +16,9 @@ from openjules.store.sources import SourceRecord
 
 def _read(location: str, *, owner: str, repo: str, is_private: bool) -> SourceRecord:
     try:
-        info = git.read_remote(location)
+        return describe_repository(location, owner=owner, repo=repo, is_private=is_private)
     except git.GitError as exc:
         raise click.ClickException(str(exc)) from exc
-    return SourceRecord(
-        owner=owner,
-        repo=repo,
-        url=location,
-        is_private=is_private,
-        default_branch=info.default_branch,
-        branches=info.branches,
-    )
 
 
 @click.group()

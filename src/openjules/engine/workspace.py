@@ -63,8 +63,17 @@ class Workspace:
     def patch(self, *, base_commit: str) -> str:
         """The cumulative patch from ``base_commit`` to the work tree, new files included."""
         self._host(["add", "--all", "."])
-        return self._host(["diff", "--cached", "--binary", "--no-color", "--no-ext-diff",
-                           "--no-textconv", base_commit])
+        return self._host(
+            [
+                "diff",
+                "--cached",
+                "--binary",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                base_commit,
+            ]
+        )
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -87,8 +96,9 @@ def create_from_mirror(
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    commit = base_commit or run_git(["rev-parse", f"refs/heads/{branch}^{{commit}}"],
-                                    cwd=mirror).strip()
+    commit = (
+        base_commit or run_git(["rev-parse", f"refs/heads/{branch}^{{commit}}"], cwd=mirror).strip()
+    )
     run_git(["update-ref", f"refs/openjules/base/{root.name}", commit], cwd=mirror)
     run_git(["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(workspace.tree)])
     run_git(["checkout", "--quiet", "-B", branch, commit], cwd=workspace.tree)
@@ -107,16 +117,26 @@ def create_empty(*, root: Path) -> tuple[Workspace, str]:
     return workspace, EMPTY_TREE
 
 
-def _init_host_git(workspace: Workspace, *, objects_from: Path | None,
-                   base_commit: str | None) -> None:
+def _init_host_git(
+    workspace: Workspace, *, objects_from: Path | None, base_commit: str | None
+) -> None:
     run_git(["init", "--quiet", "--bare", str(workspace.host_git)])
     if objects_from is not None:
         alternates = workspace.host_git / "objects" / "info" / "alternates"
         alternates.write_text(str((objects_from / "objects").resolve()) + "\n")
     if base_commit is not None:
         # Start the private index at the base so the first `add --all` hashes only changes.
-        run_git(["--git-dir", str(workspace.host_git), "--work-tree", str(workspace.tree),
-                 "read-tree", base_commit], cwd=workspace.tree)
+        run_git(
+            [
+                "--git-dir",
+                str(workspace.host_git),
+                "--work-tree",
+                str(workspace.tree),
+                "read-tree",
+                base_commit,
+            ],
+            cwd=workspace.tree,
+        )
 
 
 def apply_patch(workspace: Workspace, patch: str) -> None:
@@ -126,9 +146,19 @@ def apply_patch(workspace: Workspace, patch: str) -> None:
     patch_file = workspace.root / "resume.patch"
     patch_file.write_text(patch)
     try:
-        run_git(["--git-dir", str(workspace.host_git), "--work-tree", str(workspace.tree),
-                 "apply", "--binary", "--whitespace=nowarn", str(patch_file)],
-                cwd=workspace.tree)
+        run_git(
+            [
+                "--git-dir",
+                str(workspace.host_git),
+                "--work-tree",
+                str(workspace.tree),
+                "apply",
+                "--binary",
+                "--whitespace=nowarn",
+                str(patch_file),
+            ],
+            cwd=workspace.tree,
+        )
     except GitError as exc:
         raise GitError(f"could not restore the workspace from its checkpoint: {exc}") from exc
     finally:

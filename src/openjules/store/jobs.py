@@ -88,8 +88,12 @@ async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | 
     ).first()
     if claimed is None:
         return None
-    return Lease(session_id=row.session_id, owner=owner, generation=claimed.generation,
-                 attempts=claimed.attempts)
+    return Lease(
+        session_id=row.session_id,
+        owner=owner,
+        generation=claimed.generation,
+        attempts=claimed.attempts,
+    )
 
 
 async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> bool:
@@ -97,8 +101,11 @@ async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> bool:
     j = tables.jobs.c
     result = await conn.execute(
         update(tables.jobs)
-        .where(j.session_id == lease.session_id, j.lease_owner == lease.owner,
-               j.state == JobState.LEASED)
+        .where(
+            j.session_id == lease.session_id,
+            j.lease_owner == lease.owner,
+            j.state == JobState.LEASED,
+        )
         .values(lease_expire_time=now_us() + lease_us)
     )
     return result.rowcount == 1
@@ -118,8 +125,13 @@ async def finish(conn: AsyncConnection, *, lease: Lease) -> bool:
     await conn.execute(
         update(tables.jobs)
         .where(mine)
-        .values(state=JobState.READY, lease_owner=None, lease_expire_time=None,
-                available_time=now_us(), attempts=0)
+        .values(
+            state=JobState.READY,
+            lease_owner=None,
+            lease_expire_time=None,
+            available_time=now_us(),
+            attempts=0,
+        )
     )
     return True
 
@@ -130,6 +142,10 @@ async def release_for_retry(conn: AsyncConnection, *, lease: Lease, delay_us: in
     await conn.execute(
         update(tables.jobs)
         .where(j.session_id == lease.session_id, j.lease_owner == lease.owner)
-        .values(state=JobState.READY, lease_owner=None, lease_expire_time=None,
-                available_time=now_us() + delay_us)
+        .values(
+            state=JobState.READY,
+            lease_owner=None,
+            lease_expire_time=None,
+            available_time=now_us() + delay_us,
+        )
     )

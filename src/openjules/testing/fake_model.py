@@ -22,7 +22,6 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -31,7 +30,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from openjules.testing.server import ThreadedUvicorn
+from openjules.testing.server import BackgroundServer, ThreadedUvicorn
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def _estimate_tokens(payload: Any) -> int:
     return max(1, len(json.dumps(payload)) // 4)
 
 
-class FakeModel:
+class FakeModel(BackgroundServer):
     MODEL_NAME = "fake-model"
 
     def __init__(self, script: Iterable[Step] | Responder | None = None) -> None:
@@ -231,26 +230,6 @@ class FakeModel:
         usage = {**base, "choices": [], "usage": completion["usage"]}
         yield f"data: {json.dumps(usage)}\n\n".encode()
         yield b"data: [DONE]\n\n"
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def start(self) -> FakeModel:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> FakeModel:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _error(status: int, message: str, *, headers: dict[str, str] | None = None) -> Response:

@@ -8,15 +8,17 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp
 
 from openjules.api import create_app
+from openjules.engine.repository import describe_repository
 from openjules.settings import Settings
-from openjules.store import users
-from openjules.store.database import Database
-from openjules.store.migrate import upgrade_to_head
+from openjules.store import sources, users
+from openjules.store.oneshot import run_write
 
 START_TIMEOUT_S = 30.0
 
@@ -61,7 +63,31 @@ class ThreadedUvicorn:
         self._socket.close()
 
 
-class LiveServer:
+class BackgroundServer:
+    """Start/stop and ``with`` support for a server held in ``self._server``."""
+
+    _server: ThreadedUvicorn
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LiveServer(BackgroundServer):
     """``with LiveServer(settings) as server: httpx.get(server.url + "/healthz")``.
 
     ``settings.port`` is replaced by a free port chosen before the app starts, so
@@ -77,43 +103,16 @@ class LiveServer:
         self.url = self._server.url
         self.api = f"{self.url}/v1alpha"
 
-    def start(self) -> LiveServer:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> LiveServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def provision_user(settings: Settings, *, name: str) -> str:
     """Create (or reuse) user ``name`` with a fresh API key; returns the key."""
 
-    async def run() -> str:
-        url = settings.resolved_database_url()
-        await asyncio.to_thread(upgrade_to_head, url)
-        db = Database(url)
-        try:
-            async with db.write() as conn:
-                user = await users.get_or_create_user(conn, name=name)
-                key = await users.create_key(
-                    conn, user=user, max_live_keys=settings.max_keys_per_user
-                )
-        finally:
-            await db.dispose()
+    async def action(conn: AsyncConnection) -> str:
+        user = await users.get_or_create_user(conn, name=name)
+        key = await users.create_key(conn, user=user, max_live_keys=settings.max_keys_per_user)
         return key.secret
 
-    return asyncio.run(run())
+    return run_write(settings.resolved_database_url(), action)
 
 
 def register_source(
@@ -125,29 +124,10 @@ def register_source(
     is_private: bool = False,
 ) -> str:
     """Register a git repository as ``sources/github/OWNER/REPO`` (what the CLI does)."""
-    from openjules.engine import git
-    from openjules.store import sources
-    from openjules.store.sources import SourceRecord
+    record = describe_repository(location, owner=owner, repo=repo, is_private=is_private)
 
-    info = git.read_remote(location)
-    record = SourceRecord(
-        owner=owner,
-        repo=repo,
-        url=location,
-        is_private=is_private,
-        default_branch=info.default_branch,
-        branches=info.branches,
-    )
+    async def action(conn: AsyncConnection) -> None:
+        await sources.upsert(conn, record=record)
 
-    async def run() -> None:
-        url = settings.resolved_database_url()
-        await asyncio.to_thread(upgrade_to_head, url)
-        db = Database(url)
-        try:
-            async with db.write() as conn:
-                await sources.upsert(conn, record=record)
-        finally:
-            await db.dispose()
-
-    asyncio.run(run())
+    run_write(settings.resolved_database_url(), action)
     return record.name
