@@ -318,3 +318,22 @@ def test_plan_steps_omit_index_zero(client: httpx.Client, server: LiveServer) ->
     assert all(HEX_ID.match(s["id"]) for s in steps)
     assert len({s["id"] for s in steps}) == 3
     assert steps[0]["description"] == "Do Read"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8"],
+)
+def test_bodies_are_json_whatever_the_content_type(client: httpx.Client, content_type: str) -> None:
+    """`curl -d` sends a form content type; the body is still read as JSON."""
+    sid = client.post("/sessions", json={"prompt": "x"}).json()["id"]
+    sent = client.post(
+        f"/sessions/{sid}:sendMessage",
+        content=b'{"prompt": "Use TypeScript, please."}',
+        headers={"Content-Type": content_type},
+    )
+    assert sent.status_code == 200
+    assert sent.json() == {}
+    messages = [a["userMessaged"]["userMessage"]
+                for a in client.get(f"/sessions/{sid}/activities").json()["activities"]]
+    assert messages == ["Use TypeScript, please."]

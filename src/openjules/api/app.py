@@ -16,6 +16,7 @@ from openjules import __version__
 from openjules._errors import InvalidArgument
 from openjules.api import errors, responses, routes_activities, routes_sessions, routes_sources
 from openjules.api.discovery import discovery_document
+from openjules.api.json_bodies import JSONBodies
 from openjules.api.state import AppState, KeyCache
 from openjules.settings import Settings
 from openjules.store.database import Database
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         allow_headers=["*"],
         max_age=3600,
     )
+    app.add_middleware(JSONBodies)
     errors.install(app)
     app.include_router(routes_sessions.router)
     app.include_router(routes_activities.router)
