@@ -20,8 +20,8 @@ def now_us() -> int:
 
 def format_timestamp(us: int) -> str:
     """RFC 3339 UTC with exactly six fractional digits (the SDK compares these as strings)."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{us % 1_000_000:06d}Z"
+    seconds, micros = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
 
 
 def parse_timestamp_ns(text: str) -> int:
