@@ -38,6 +38,19 @@ class Settings(BaseSettings):
     model_timeout_seconds: float = 120.0
     model_max_retries: int = 5
 
+    # Where agent commands run: "bubblewrap", or "unsandboxed" for development only.
+    sandbox: str = "bubblewrap"
+    # When the server runs as root, commands run as this uid/gid (process limits do not
+    # apply to root).
+    sandbox_uid: int = 65534
+    sandbox_gid: int = 65534
+    command_timeout_seconds: float = 600.0
+    command_cpu_seconds: int = 600
+    command_memory_bytes: int = 4 * 1024**3
+    command_max_processes: int = 256
+    command_max_file_bytes: int = 1024**3
+    command_output_bytes: int = 64 * 1024
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -1,0 +1,234 @@
+"""The bubblewrap sandbox keeps commands inside the workspace, off the network, away from
+the server's secrets, and inside their limits; a timeout leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from openjules.engine.sandbox import (
+    Limits,
+    Sandbox,
+    SandboxKind,
+    SandboxUnavailable,
+    sandbox_from_settings,
+)
+from openjules.settings import Settings
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None and not os.environ.get("CI"),
+    reason="bubblewrap is not installed (make test installs it)",
+)
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def sandbox() -> Sandbox:
+    return Sandbox(kind=SandboxKind.BUBBLEWRAP, uid=NOBODY, gid=NOBODY,
+                   limits=Limits(wall_seconds=20, processes=64, memory_bytes=512 * 1024**2))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, sandbox: Sandbox) -> Path:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "README.md").write_text("hello\n")
+    sandbox.prepare_workspace(tree)
+    return tree
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+async def test_the_workspace_is_writable_and_the_system_is_read_only(
+    sandbox: Sandbox, workspace: Path
+) -> None:
+    result = await sandbox.run(
+        "cat README.md && echo made > new.txt && pwd && touch /usr/x 2>&1; echo usr=$?",
+        workspace=workspace,
+    )
+    assert result.exit_code == 0
+    assert "hello" in result.output
+    assert "/workspace" in result.output
+    assert "usr=1" in result.output
+    assert (workspace / "new.txt").read_text() == "made\n"
+
+
+@pytest.fixture
+def server_secret() -> Iterator[Path]:
+    """World-readable and world-writable, so only the sandbox's mounts can protect it."""
+    data_dir = Path(tempfile.mkdtemp(prefix="oj-server-data-", dir="/tmp"))
+    data_dir.chmod(0o777)
+    secret = data_dir / "openjules.db"
+    secret.write_text("TOP-SECRET-ROWS")
+    secret.chmod(0o666)
+    yield secret
+    shutil.rmtree(data_dir)
+
+
+async def test_files_outside_the_workspace_cannot_be_read_or_written(
+    sandbox: Sandbox, workspace: Path, server_secret: Path
+) -> None:
+    secret, data_dir = server_secret, server_secret.parent
+    result = await sandbox.run(
+        f"cat {secret}; echo read=$?; echo x > {secret}; echo write=$?; ls {data_dir}; "
+        f"cat {workspace}/README.md; echo host_path=$?",
+        workspace=workspace,
+    )
+    assert "TOP-SECRET-ROWS" not in result.output
+    assert "read=1" in result.output
+    assert "write=1" in result.output
+    assert "host_path=1" in result.output  # the host path of the tree is not mounted either
+    with open(secret) as unchanged:  # noqa: ASYNC230 - a test's final check
+        assert unchanged.read() == "TOP-SECRET-ROWS"
+
+
+async def test_private_tmp_does_not_touch_the_hosts(sandbox: Sandbox, workspace: Path) -> None:
+    marker = f"oj-sandbox-{os.getpid()}"
+    result = await sandbox.run(f"echo x > /tmp/{marker} && ls /tmp", workspace=workspace)
+    assert result.exit_code == 0
+    assert not os.path.exists(f"/tmp/{marker}")  # noqa: ASYNC240 - a final check
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        try:
+            conn, _ = server.accept()
+            accepted.append(conn)
+            conn.sendall(b"HOST-SERVICE-BANNER\n")
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+async def test_a_loopback_listener_on_the_host_cannot_be_reached(
+    sandbox: Sandbox, workspace: Path, host_listener: int
+) -> None:
+    result = await sandbox.run(
+        f"exec 3<>/dev/tcp/127.0.0.1/{host_listener} && head -1 <&3; echo connect=$?",
+        workspace=workspace,
+    )
+    assert "HOST-SERVICE-BANNER" not in result.output
+    assert "connect=1" in result.output
+
+
+async def test_the_environment_holds_none_of_the_servers_secrets(
+    sandbox: Sandbox, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENJULES_MODEL_API_KEY", "sk-model-secret-123")
+    monkeypatch.setenv("OPENJULES_GITHUB_TOKEN", "ghp_forge_secret_456")
+    result = await sandbox.run("env", workspace=workspace)
+    assert result.exit_code == 0
+    assert "sk-model-secret-123" not in result.output
+    assert "ghp_forge_secret_456" not in result.output
+    assert "OPENJULES" not in result.output
+    assert "PATH=" in result.output
+
+
+async def test_a_timed_out_commands_background_children_are_gone(
+    sandbox: Sandbox, workspace: Path
+) -> None:
+    marker = "1717.25"  # an unusual sleep length to find the processes by
+    result = await sandbox.run(
+        f"(sleep {marker} &); nohup sleep {marker} >/dev/null 2>&1 & sleep {marker}",
+        workspace=workspace,
+        limits=Limits(wall_seconds=1.5),
+    )
+    assert result.timed_out
+    assert "timed out" in result.output
+    assert _processes_with(f"sleep {marker}") == []
+
+
+async def test_background_children_die_when_the_command_ends(
+    sandbox: Sandbox, workspace: Path
+) -> None:
+    marker = "1818.25"
+    result = await sandbox.run(f"nohup sleep {marker} >/dev/null 2>&1 & echo started",
+                               workspace=workspace)
+    assert result.exit_code == 0
+    assert _processes_with(f"sleep {marker}") == []
+
+
+async def test_a_fork_bomb_is_contained(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run(
+        "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived",
+        workspace=workspace,
+        limits=Limits(wall_seconds=6, processes=64),
+    )
+    # The bomb hits the process limit (fork fails) and everything is reaped afterwards.
+    assert result.timed_out or "retry" in result.output or "fork" in result.output.lower()
+    assert _processes_with("bomb") == []
+    check = await sandbox.run("echo alive", workspace=workspace)
+    assert check.output.strip() == "alive"
+
+
+async def test_a_memory_hog_is_contained(sandbox: Sandbox, workspace: Path) -> None:
+    result = await sandbox.run(
+        "python3 -c 'x = bytearray(3 * 1024**3); print(\"allocated\")'",
+        workspace=workspace,
+        limits=Limits(memory_bytes=512 * 1024**2),
+    )
+    assert result.exit_code != 0
+    assert "allocated" not in result.output
+    assert "MemoryError" in result.output
+
+
+async def test_output_is_truncated_in_the_middle_with_a_marker(
+    sandbox: Sandbox, workspace: Path
+) -> None:
+    result = await sandbox.run(
+        "echo FIRST; head -c 200000 /dev/zero | tr '\\0' 'x'; echo; echo LAST",
+        workspace=workspace,
+        limits=Limits(output_bytes=4096),
+    )
+    assert result.truncated
+    assert result.output.startswith("FIRST")
+    assert result.output.rstrip().endswith("LAST")
+    assert "bytes of output omitted" in result.output
+    assert len(result.output) < 5000
+
+
+def test_an_unknown_sandbox_setting_is_refused_with_the_choices() -> None:
+    with pytest.raises(SandboxUnavailable, match="bubblewrap, unsandboxed"):
+        sandbox_from_settings(Settings(sandbox="docker"))
+
+
+async def test_the_unsandboxed_development_backend_still_clears_the_environment(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENJULES_MODEL_API_KEY", "sk-model-secret-123")
+    plain = sandbox_from_settings(Settings(sandbox="unsandboxed"))
+    result = await plain.run("env; ulimit -u", workspace=workspace)
+    assert result.exit_code == 0
+    assert "sk-model-secret-123" not in result.output
+    assert result.output.strip().endswith("256")  # the process limit still applies
