@@ -73,7 +73,8 @@ def server_settings(
     tmp = tmp_path_factory.mktemp(f"data-{backend}")
     admin = request.getfixturevalue("postgres_admin") if backend == "postgresql" else None
     url, created = fresh_database(backend, tmp, admin)
-    yield Settings(data_dir=tmp, database_url=url, auth_cache_seconds=0)
+    # API tests exercise the API alone: no worker moves sessions on (engine tests do that).
+    yield Settings(data_dir=tmp, database_url=url, auth_cache_seconds=0, workers=0)
     if created and admin:
         drop_database(admin, created)
 

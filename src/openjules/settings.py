@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     command_max_file_bytes: int = 1024**3
     command_output_bytes: int = 64 * 1024
 
+    # The agent: limits per run (a run lasts until the session waits, ends or fails).
+    agent_max_turns: int = 100
+    agent_max_tokens: int = 2_000_000
+    agent_wall_seconds: float = 3600.0
+    # Emit bashOutput artifacts (the current TypeScript SDK rejects them; spec §5.10).
+    bash_output_artifacts: bool = False
+    # Concurrent sessions run by `openjules serve` (0: only `openjules worker` runs them).
+    workers: int = 2
+    lease_seconds: float = 30.0
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -66,6 +66,8 @@ class Target:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
         env["HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
+        # These tests check the API and the CLI; no agent runs sessions (that is in engine/).
+        env["OPENJULES_WORKERS"] = "0"
         if self.via_env:
             if self.database_url:
                 env["OPENJULES_DATABASE_URL"] = self.database_url

@@ -18,6 +18,7 @@ from openjules.api import errors, responses, routes_activities, routes_sessions,
 from openjules.api.discovery import discovery_document
 from openjules.api.json_bodies import JSONBodies
 from openjules.api.state import AppState, KeyCache
+from openjules.engine.session_work import local_runner
 from openjules.settings import Settings
 from openjules.store.database import Database
 from openjules.store.migrate import upgrade_to_head
@@ -30,15 +31,22 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         if migrate:
             await asyncio.to_thread(upgrade_to_head, url)
         db = Database(url, echo=settings.database_echo)
+        runner = None
+        if settings.workers > 0:
+            runner = local_runner(settings, db, workers=settings.workers)
+            await runner.start()
         app.state.openjules = AppState(
             settings=settings,
             db=db,
             public_base_url=settings.resolved_public_base_url(),
             key_cache=KeyCache(settings.auth_cache_seconds),
+            runner=runner,
         )
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await db.dispose()
 
     app = FastAPI(

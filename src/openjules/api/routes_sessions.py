@@ -48,6 +48,7 @@ async def create_session(
             request=body or CreateSessionRequest(),
             public_base_url=state.public_base_url,
         )
+    state.wake(session.id)
     return responses.wire(session)
 
 
@@ -117,7 +118,8 @@ async def send_message(
             field_violations=[FieldViolation("prompt", "The prompt must not be empty.")],
         )
     sessions.check_session_id(session_id)
-    async with AppState.of(request).db.write() as conn:
+    state = AppState.of(request)
+    async with state.db.write() as conn:
         await transitions.apply(
             conn,
             session_id=session_id,
@@ -127,6 +129,7 @@ async def send_message(
                 NewActivity(kind=UserMessaged(user_message=prompt), originator=Originator.USER)
             ],
         )
+    state.wake(session_id)
     return responses.empty()
 
 
@@ -143,8 +146,10 @@ async def approve_plan(
     _body: Annotated[EmptyRequest | None, Body()] = None,
 ) -> Response:
     sessions.check_session_id(session_id)
-    async with AppState.of(request).db.write() as conn:
+    state = AppState.of(request)
+    async with state.db.write() as conn:
         await plans.approve_latest(conn, owner_id=user.id, session_id=session_id)
+    state.wake(session_id)
     return responses.empty()
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from openjules.engine.runner import Runner
 from openjules.settings import Settings
 from openjules.store.database import Database
 from openjules.store.users import User
@@ -49,6 +50,13 @@ class AppState:
     db: Database
     public_base_url: str
     key_cache: KeyCache = field(default_factory=lambda: KeyCache(0))
+    # Runs sessions in this process; None when only `openjules worker` processes do.
+    runner: Runner | None = None
+
+    def wake(self, session_id: str) -> None:
+        """A job was enqueued: let a local worker claim it now instead of at its next poll."""
+        if self.runner is not None:
+            self.runner.submit(session_id)
 
     @staticmethod
     def of(request: Request) -> AppState:

@@ -8,6 +8,7 @@ from openjules import __version__
 from openjules.cli.keys import keys
 from openjules.cli.serve import serve
 from openjules.cli.sources import sources
+from openjules.cli.worker import worker
 
 
 @click.group()
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(sources)
+cli.add_command(worker)
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from openjules.store.jobs import Lease
 log = logging.getLogger("openjules.runner")
 
 SessionWork = Callable[[str], Coroutine[Any, Any, None]]
+# Called when work keeps raising: ends the session with a reason instead of retrying forever.
+GiveUp = Callable[[str, str], Coroutine[Any, Any, None]]
 
 
 class Runner(Protocol):
@@ -49,6 +51,8 @@ class LocalRunner:
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
         retry_delay_seconds: float = 5.0,
+        max_attempts: int = 5,
+        give_up: GiveUp | None = None,
         identity: str | None = None,
     ) -> None:
         self.db = db
@@ -58,6 +62,8 @@ class LocalRunner:
         self.heartbeat_seconds = lease_seconds / 3
         self.poll_seconds = poll_seconds
         self.retry_delay_us = int(retry_delay_seconds * 1_000_000)
+        self.max_attempts = max_attempts
+        self.give_up = give_up
         self.identity = identity or worker_identity()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,7 +118,15 @@ class LocalRunner:
                 raise
             log.warning("lease on session %s was lost; work stopped", lease.session_id)
             return
-        except Exception:
+        except Exception as exc:
+            if self.give_up is not None and lease.attempts >= self.max_attempts:
+                log.exception(
+                    "session %s failed %d times; giving up", lease.session_id, lease.attempts
+                )
+                await self.give_up(lease.session_id, f"{type(exc).__name__}: {exc}")
+                async with self.db.write() as conn:
+                    await jobs.finish(conn, lease=lease)
+                return
             log.exception("session %s failed in the runner; will retry", lease.session_id)
             async with self.db.write() as conn:
                 await jobs.release_for_retry(conn, lease=lease, delay_us=self.retry_delay_us)

@@ -84,13 +84,16 @@ class Sandbox:
         *,
         workspace: Path,
         network: bool = False,
+        read_only: bool = False,
         env: dict[str, str] | None = None,
         limits: Limits | None = None,
     ) -> CommandResult:
+        """Run ``command`` with bash in the sandbox; ``read_only`` mounts the tree read-only
+        (the planning phase looks, it does not touch)."""
         limits = limits or self.limits
         extra_env = env or {}
-        argv = [*self._prlimit(limits), *self._wrap(workspace, network=network, env=extra_env),
-                *self._drop_privileges(), "/bin/bash", "-c", command]
+        wrap = self._wrap(workspace, network=network, read_only=read_only, env=extra_env)
+        argv = [*self._prlimit(limits), *wrap, *self._drop_privileges(), "/bin/bash", "-c", command]
         started = time.monotonic()
         process = await self._spawn(argv, workspace=workspace, env=extra_env)
         assert process.stdout is not None
@@ -171,18 +174,43 @@ class Sandbox:
         uid, gid = self._run_as_uid(), self._run_as_gid()
         if uid is None or self.kind is SandboxKind.UNSANDBOXED:
             return []
-        return [_tool("setpriv"), f"--reuid={uid}", f"--regid={gid if gid is not None else uid}",
-                "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
-                "--"]
+        return [
+            _tool("setpriv"),
+            f"--reuid={uid}",
+            f"--regid={gid if gid is not None else uid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+            "--",
+        ]
 
-    def _wrap(self, workspace: Path, *, network: bool, env: dict[str, str]) -> list[str]:
+    def _wrap(
+        self, workspace: Path, *, network: bool, read_only: bool, env: dict[str, str]
+    ) -> list[str]:
         if self.kind is SandboxKind.UNSANDBOXED:
             return []
-        args = [_tool("bwrap"), "--die-with-parent", "--new-session", "--hostname", "sandbox",
-                "--clearenv"]
+        args = [
+            _tool("bwrap"),
+            "--die-with-parent",
+            "--new-session",
+            "--hostname",
+            "sandbox",
+            "--clearenv",
+        ]
         if self._run_as_uid() is not None:
-            args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try",
-                     "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            args += [
+                "--unshare-ipc",
+                "--unshare-pid",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+                "--cap-drop",
+                "ALL",
+                "--cap-add",
+                "CAP_SETUID",
+                "--cap-add",
+                "CAP_SETGID",
+            ]
             if not network:
                 args.append("--unshare-net")
         else:
@@ -198,8 +226,21 @@ class Sandbox:
                 args += ["--symlink", os.readlink(path), link]
             elif path.is_dir():
                 args += ["--ro-bind", link, link]
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "01777", "--tmpfs", "/tmp",
-                 "--bind", str(workspace), WORKSPACE_MOUNT, "--chdir", WORKSPACE_MOUNT]
+        args += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "01777",
+            "--tmpfs",
+            "/tmp",
+            "--ro-bind" if read_only else "--bind",
+            str(workspace),
+            WORKSPACE_MOUNT,
+            "--chdir",
+            WORKSPACE_MOUNT,
+        ]
         for key, value in {**BASE_ENV, **env}.items():
             args += ["--setenv", key, value]
         return [*args, "--"]
@@ -245,8 +286,7 @@ class _Output:
 
     def text(self) -> str:
         middle = f"\n[... {self.dropped} bytes of output omitted ...]\n" if self.dropped else ""
-        return (self.head.decode(errors="replace") + middle
-                + self.tail.decode(errors="replace"))
+        return self.head.decode(errors="replace") + middle + self.tail.decode(errors="replace")
 
 
 def check_available(kind: SandboxKind) -> None:

@@ -274,6 +274,12 @@ async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: st
     await ensure_owned(conn, owner_id=owner_id, session_id=session_id)
     # Explicit child deletes: SQLite only cascades with foreign_keys=ON, which other tools
     # opening the file may not set.
-    for table in (tables.activities, tables.plans, tables.jobs):
+    for table in (
+        tables.activities,
+        tables.plans,
+        tables.jobs,
+        tables.transcripts,
+        tables.checkpoints,
+    ):
         await conn.execute(delete(table).where(table.c.session_id == session_id))
     await conn.execute(delete(tables.sessions).where(_S.id == session_id))

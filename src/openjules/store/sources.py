@@ -7,13 +7,13 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import InvalidArgument, NotFound
 from openjules._types import GitHubBranch, GitHubRepo, Source
 from openjules.store import tables
+from openjules.store import upsert as upserts
 from openjules.store.clock import now_us
 from openjules.store.query import Condition, Filter, Op, filter_clause
 
@@ -30,6 +30,8 @@ class SourceRecord:
     is_private: bool
     default_branch: str
     branches: list[str]
+    setup_script: str | None = None
+    network_allowed: bool = False
 
     @property
     def id(self) -> str:
@@ -69,6 +71,8 @@ def _record(row: object) -> SourceRecord:
         is_private=bool(row.is_private),  # type: ignore[attr-defined]
         default_branch=row.default_branch,  # type: ignore[attr-defined]
         branches=json.loads(row.branches),  # type: ignore[attr-defined]
+        setup_script=row.setup_script,  # type: ignore[attr-defined]
+        network_allowed=bool(row.network_allowed),  # type: ignore[attr-defined]
     )
 
 
@@ -83,14 +87,12 @@ async def upsert(conn: AsyncConnection, *, record: SourceRecord) -> SourceRecord
         "is_private": record.is_private,
         "default_branch": record.default_branch,
         "branches": json.dumps(record.branches),
+        "setup_script": record.setup_script,
+        "network_allowed": record.network_allowed,
         "create_time": now,
         "update_time": now,
     }
-    changing = {k: v for k, v in values.items() if k not in ("name", "create_time")}
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(tables.sources).values(**values)
-    await conn.execute(statement.on_conflict_do_update(index_elements=["name"], set_=changing))
+    await upserts.upsert(conn, tables.sources, key=["name"], values=values, keep=("create_time",))
     return record
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData(
@@ -61,6 +62,10 @@ sources = Table(
     Column("branches", Text, nullable=False),
     Column("create_time", BigInteger, nullable=False),
     Column("update_time", BigInteger, nullable=False),
+    # Shell script run in the sandbox before the agent works (installs dependencies).
+    Column("setup_script", Text, nullable=True),
+    # Whether agent commands of this source may use the network.
+    Column("network_allowed", Boolean, nullable=False, server_default=false()),
 )
 
 sessions = Table(
@@ -135,4 +140,31 @@ jobs = Table(
     Column("available_time", BigInteger, nullable=False),
     Column("create_time", BigInteger, nullable=False),
     Index("ix_jobs_claim", "state", "available_time"),
+)
+
+transcripts = Table(
+    "transcripts",
+    metadata,
+    Column(
+        "session_id", String(20), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    ),
+    # JSON list of Chat Completions messages (system, user, assistant, tool).
+    Column("messages", Text, nullable=False),
+    # "planning" or "work": which tools the model was last given.
+    Column("phase", String(16), nullable=False),
+    # createTime of the newest userMessaged activity already in ``messages``.
+    Column("last_user_message_time", BigInteger, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column(
+        "session_id", String(20), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("base_commit", String(64), nullable=False),
+    # Cumulative patch from base_commit after the last mutating step.
+    Column("patch", Text, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
 )

@@ -1,0 +1,259 @@
+"""End to end through the HTTP API: a real server with workers, the fake model over HTTP,
+real git and real bubblewrap. What a user sees: activities in order, states, and a final
+patch that applies to the starting branch."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from openjules.settings import Settings
+from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
+from openjules.testing import register_source as register
+from tests.conftest import git
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None and not os.environ.get("CI"),
+    reason="bubblewrap is not installed (make test installs it)",
+)
+
+TERMINAL = {"COMPLETED", "FAILED"}
+
+
+def call(name: str, **arguments: Any) -> Reply:
+    return Reply(tool_calls=[ToolCall(name, arguments)])
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "greeter"
+    path.mkdir()
+    git("init", "-q", "-b", "main", cwd=path)
+    (path / "app.py").write_text("print('hello')\n")
+    (path / "AGENTS.md").write_text("Always greet politely.\n")
+    git("add", ".", cwd=path)
+    git("commit", "-q", "-m", "initial", cwd=path)
+    return path
+
+
+@pytest.fixture
+def fake_model() -> Iterator[FakeModel]:
+    with FakeModel() as model:
+        yield model
+
+
+@pytest.fixture
+def agent_server(
+    server_settings: Settings, fake_model: FakeModel, tmp_path: Path
+) -> Iterator[LiveServer]:
+    settings = server_settings.model_copy(update={
+        "data_dir": tmp_path / "data",
+        "workers": 2,
+        "model_base_url": fake_model.base_url,
+        "model_api_key": "sk-fake",
+        "model": "fake-model",
+        "model_max_retries": 2,
+        "model_timeout_seconds": 10.0,
+    })
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture
+def client(agent_server: LiveServer) -> Iterator[httpx.Client]:
+    key = provision_user(agent_server.settings, name=f"agent-{secrets.token_hex(4)}")
+    with httpx.Client(base_url=agent_server.api, headers={"X-Goog-Api-Key": key},
+                      timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def source(agent_server: LiveServer, repo: Path) -> str:
+    return register(agent_server.settings, location=str(repo), owner="acme",
+                    repo=f"greeter-{secrets.token_hex(3)}")
+
+
+def wait_for_state(client: httpx.Client, sid: str, states: set[str],
+                   timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        session: dict[str, Any] = client.get(f"/sessions/{sid}").json()
+        if session["state"] in states:
+            return session
+        if time.monotonic() > deadline:
+            raise AssertionError(f"session stayed {session['state']}, wanted {states}")
+        time.sleep(0.05)
+
+
+def activities(client: httpx.Client, sid: str) -> list[dict[str, Any]]:
+    return list(client.get(f"/sessions/{sid}/activities",
+                           params={"pageSize": 100}).json().get("activities", []))
+
+
+def kinds(items: list[dict[str, Any]]) -> list[str]:
+    keys = ("planGenerated", "planApproved", "progressUpdated", "agentMessaged",
+            "userMessaged", "sessionCompleted", "sessionFailed")
+    return [next(k for k in keys if k in a) for a in items]
+
+
+def patch_applies(repo: Path, patch: str, tmp_path: Path) -> Path:
+    check = tmp_path / f"check-{secrets.token_hex(3)}"
+    git("clone", "-q", "-b", "main", str(repo), str(check), cwd=tmp_path)
+    (tmp_path / "final.diff").write_text(patch)
+    git("apply", "--check", str(tmp_path / "final.diff"), cwd=check)
+    git("apply", str(tmp_path / "final.diff"), cwd=check)
+    return check
+
+
+WORK = [
+    call("edit_file", path="app.py", old_text="'hello'", new_text="'hello, world'"),
+    call("shell", command="python3 app.py"),
+    call("complete_step", title="Greeted the world", description="Changed the greeting."),
+    call("finish", summary="The app greets the world.",
+         commit_message="Greet the world\n\nThe greeting now names its audience."),
+]
+
+
+def test_a_session_with_plan_approval_runs_to_a_patch_that_applies(
+    client: httpx.Client, fake_model: FakeModel, source: str, repo: Path, tmp_path: Path
+) -> None:
+    fake_model.push(
+        call("read_file", path="app.py"),
+        call("propose_plan", steps=[{"title": "Greet the world",
+                                     "description": "Edit app.py"}]),
+        *WORK,
+    )
+    sid = client.post("/sessions", json={
+        "prompt": "Make the app greet the world", "requirePlanApproval": True,
+        "sourceContext": {"source": source, "githubRepoContext": {"startingBranch": "main"}},
+    }).json()["id"]
+
+    wait_for_state(client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL)
+    assert kinds(activities(client, sid)) == ["planGenerated"]
+    assert client.post(f"/sessions/{sid}:approvePlan").json() == {}
+    session = wait_for_state(client, sid, TERMINAL)
+
+    assert session["state"] == "COMPLETED"
+    items = activities(client, sid)
+    assert kinds(items) == ["planGenerated", "planApproved", "progressUpdated",
+                            "progressUpdated", "sessionCompleted"]
+    assert items[1]["originator"] == "user"
+    ran = items[2]["progressUpdated"]
+    assert ran["title"] == "Ran bash command"
+    assert "hello, world" in ran["description"]
+    step_patch = items[3]["artifacts"][0]["changeSet"]["gitPatch"]
+    assert "+print('hello, world')" in step_patch["unidiffPatch"]
+    final = items[4]["artifacts"][0]["changeSet"]
+    assert final["source"] == source
+    assert final["gitPatch"]["suggestedCommitMessage"].startswith("Greet the world")
+    assert final["gitPatch"]["baseCommitId"] == git("rev-parse", "main", cwd=repo).strip()
+    assert session["outputs"] == [{"changeSet": final}]
+    checked = patch_applies(repo, final["gitPatch"]["unidiffPatch"], tmp_path)
+    assert (checked / "app.py").read_text() == "print('hello, world')\n"
+    # The repository's AGENTS.md reached the model's instructions.
+    assert "Always greet politely." in fake_model.requests[0]["messages"][0]["content"]
+
+
+def test_without_plan_approval_the_plan_is_approved_automatically(
+    client: httpx.Client, fake_model: FakeModel, source: str, repo: Path, tmp_path: Path
+) -> None:
+    fake_model.push(call("propose_plan", steps=[{"title": "Greet the world"}]), *WORK)
+    sid = client.post("/sessions", json={
+        "prompt": "Make the app greet the world", "sourceContext": {"source": source},
+    }).json()["id"]
+    session = wait_for_state(client, sid, TERMINAL)
+    assert session["state"] == "COMPLETED"
+    assert kinds(activities(client, sid)) == [
+        "planGenerated", "planApproved", "progressUpdated", "progressUpdated",
+        "sessionCompleted"]
+    patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+    assert (patch_applies(repo, patch, tmp_path) / "app.py").read_text() == (
+        "print('hello, world')\n")
+
+
+def test_a_question_waits_for_the_answer_and_the_model_receives_it(
+    client: httpx.Client, fake_model: FakeModel, source: str
+) -> None:
+    fake_model.push(
+        call("propose_plan", steps=[{"title": "Greet"}]),
+        call("ask_user", text="Which greeting do you want?"),
+    )
+    sid = client.post("/sessions", json={
+        "prompt": "Change the greeting", "sourceContext": {"source": source},
+    }).json()["id"]
+    wait_for_state(client, sid, {"AWAITING_USER_FEEDBACK"} | TERMINAL)
+    asked = activities(client, sid)[-1]
+    assert asked["agentMessaged"]["agentMessage"] == "Which greeting do you want?"
+    requests_before = len(fake_model.requests)
+
+    fake_model.push(
+        call("edit_file", path="app.py", old_text="'hello'", new_text="'bonjour'"),
+        call("finish", summary="Bonjour.", commit_message="Say bonjour"),
+    )
+    client.post(f"/sessions/{sid}:sendMessage", json={"prompt": "Say bonjour"})
+    session = wait_for_state(client, sid, TERMINAL)
+
+    assert session["state"] == "COMPLETED"
+    resumed = fake_model.requests[requests_before]["messages"]
+    assert resumed[-1] == {"role": "user", "content": "Say bonjour"}
+    assert "+print('bonjour')" in session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+
+
+def test_a_message_sent_while_the_agent_works_reaches_its_next_request(
+    client: httpx.Client, fake_model: FakeModel, source: str
+) -> None:
+    fake_model.push(
+        call("propose_plan", steps=[{"title": "Think"}]),
+        call("shell", command="sleep 3"),
+        call("finish", summary="Done.", commit_message="Nothing"),
+    )
+    sid = client.post("/sessions", json={
+        "prompt": "Take your time", "sourceContext": {"source": source},
+    }).json()["id"]
+    deadline = time.monotonic() + 30
+    while len(fake_model.requests) < 2:  # the model has asked for `sleep 3`
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    client.post(f"/sessions/{sid}:sendMessage", json={"prompt": "Also mention the README"})
+    wait_for_state(client, sid, TERMINAL)
+
+    third = fake_model.requests[2]["messages"]
+    assert {"role": "user", "content": "Also mention the README"} in third
+
+
+def test_a_repoless_session_returns_the_files_it_wrote(
+    client: httpx.Client, fake_model: FakeModel
+) -> None:
+    fake_model.push(
+        call("propose_plan", steps=[{"title": "Write the answer"}]),
+        call("write_file", path="answer.md", content="# 42\n"),
+        call("finish", summary="Answered.", commit_message="Answer"),
+    )
+    sid = client.post("/sessions", json={"prompt": "What is the answer?"}).json()["id"]
+    session = wait_for_state(client, sid, TERMINAL)
+    assert session["state"] == "COMPLETED"
+    change_set = session["outputs"][0]["changeSet"]
+    assert "source" not in change_set
+    assert "--- /dev/null\n+++ b/answer.md" in change_set["gitPatch"]["unidiffPatch"]
+
+
+def test_without_a_model_a_session_fails_at_once_saying_how_to_configure_one(
+    server_settings: Settings, tmp_path: Path
+) -> None:
+    settings = server_settings.model_copy(update={"data_dir": tmp_path / "d", "workers": 1})
+    with LiveServer(settings) as live:
+        key = provision_user(live.settings, name=f"nomodel-{secrets.token_hex(3)}")
+        with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}) as c:
+            sid = c.post("/sessions", json={"prompt": "Do something"}).json()["id"]
+            session = wait_for_state(c, sid, TERMINAL)
+            reason = activities(c, sid)[-1]["sessionFailed"]["reason"]
+    assert session["state"] == "FAILED"
+    assert "OPENJULES_MODEL_BASE_URL" in reason
