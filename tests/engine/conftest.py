@@ -1,0 +1,5 @@
+"""Agent fixtures (repo, fake_model, agent_server, client, source) for engine tests."""
+
+from tests.engine.agent_support import agent_server, client, fake_model, repo, source
+
+__all__ = ["agent_server", "client", "fake_model", "repo", "source"]
