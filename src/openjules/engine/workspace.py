@@ -15,6 +15,7 @@ agent's git directory never shows up in a patch.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +31,23 @@ def mirror_path(data_dir: Path, *, owner: str, repo: str) -> Path:
 
 def sync_mirror(*, url: str, mirror: Path) -> None:
     """Create the mirror, or fetch new commits into it. Old objects are kept (no prune of
-    objects) because session clones borrow them through git alternates."""
-    if not (mirror / "HEAD").exists():
-        mirror.parent.mkdir(parents=True, exist_ok=True)
-        tmp = mirror.with_name(mirror.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        run_git(["clone", "--mirror", "--quiet", url, str(tmp)])
-        run_git(["config", "gc.auto", "0"], cwd=tmp)
-        tmp.rename(mirror)
-        return
-    run_git(["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"], cwd=mirror)
+    objects) because session clones borrow them through git alternates.
+
+    Sessions of one source share the mirror, in one process or several: a file lock makes
+    their syncs take turns (clones from the mirror need no lock; git updates atomically).
+    """
+    mirror.parent.mkdir(parents=True, exist_ok=True)
+    with open(mirror.with_name(mirror.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (mirror / "HEAD").exists():
+            tmp = mirror.with_name(mirror.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            run_git(["clone", "--mirror", "--quiet", url, str(tmp)])
+            run_git(["config", "gc.auto", "0"], cwd=tmp)
+            tmp.rename(mirror)
+            return
+        run_git(["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"],
+                cwd=mirror)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,214 @@
+"""Real `openjules worker` processes: a worker killed with SIGKILL mid-work is replaced and
+the session completes as if nothing happened; two workers share 50 sessions, each run by
+one worker at a time."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from openjules.settings import Settings
+from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
+from openjules.testing import register_source as register
+from tests.engine.agent_support import TERMINAL, activities, kinds, wait_for_state
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("bwrap") is None and not os.environ.get("CI"),
+    reason="bubblewrap is not installed (make test installs it)",
+)
+OPENJULES = str(Path(sys.executable).with_name("openjules"))
+
+
+def turn_of(request: dict[str, Any]) -> int:
+    """How many model turns the transcript already holds: the same after a resume."""
+    return sum(1 for m in request["messages"] if m["role"] == "assistant")
+
+
+def scripted(steps: list[Reply]) -> Any:
+    """A responder that answers by turn number, so a replayed request gets the same reply."""
+
+    def respond(request: dict[str, Any]) -> Reply:
+        return steps[min(turn_of(request), len(steps) - 1)]
+
+    return respond
+
+
+def call(name: str, **arguments: Any) -> Reply:
+    return Reply(tool_calls=[ToolCall(name, arguments)])
+
+
+CRASH_SCRIPT = [
+    call("propose_plan", steps=[{"title": "Write two files"}]),
+    call("write_file", path="first.txt", content="one\n"),
+    call("shell", command="sleep 3; echo slept > slept.txt"),
+    call("write_file", path="second.txt", content="two\n"),
+    call("complete_step", title="Wrote the files"),
+    call("finish", summary="Two files.", commit_message="Add two files"),
+]
+SHELL_TURN = 2
+
+
+class Worker:
+    """An `openjules worker` subprocess in its own process group."""
+
+    def __init__(self, *, settings: Settings, model: FakeModel, home: Path,
+                 concurrency: int = 2) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
+        env.update(
+            HOME=str(home),
+            OPENJULES_DATABASE_URL=settings.resolved_database_url(),
+            OPENJULES_DATA_DIR=str(home / "data"),
+            OPENJULES_MODEL_BASE_URL=model.base_url,
+            OPENJULES_MODEL_API_KEY="sk-fake",
+            OPENJULES_MODEL="fake-model",
+            OPENJULES_MODEL_MAX_RETRIES="1",
+            # A killed worker's lease expires quickly so the test need not wait long.
+            OPENJULES_LEASE_SECONDS="2",
+        )
+        home.mkdir(parents=True, exist_ok=True)
+        self.log = home / "worker.log"
+        self.process = subprocess.Popen(
+            [OPENJULES, "worker", "--concurrency", str(concurrency)],
+            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: the worker and the sandboxed commands it started."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def api(server_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    """The HTTP API alone (workers=0): sessions are run by the worker processes."""
+    settings = server_settings.model_copy(update={"data_dir": tmp_path / "api",
+                                                  "workers": 0})
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture
+def user(api: LiveServer) -> Iterator[httpx.Client]:
+    key = provision_user(api.settings, name=f"w-{secrets.token_hex(4)}")
+    with httpx.Client(base_url=api.api, headers={"X-Goog-Api-Key": key}, timeout=30) as c:
+        yield c
+
+
+def run_to_completion(client: httpx.Client, source: str) -> dict[str, Any]:
+    sid = client.post("/sessions", json={"prompt": "Write two files",
+                                         "sourceContext": {"source": source}}).json()["id"]
+    return wait_for_state(client, sid, TERMINAL, timeout=90)
+
+
+def test_a_worker_killed_mid_work_is_replaced_and_the_session_completes_unchanged(
+    api: LiveServer, user: httpx.Client, repo: Path, tmp_path: Path
+) -> None:
+    source = register(api.settings, location=str(repo), owner="acme",
+                      repo=f"crash-{secrets.token_hex(3)}")
+    # The reference: the same script, uninterrupted.
+    with FakeModel(scripted(CRASH_SCRIPT)) as model:
+        worker = Worker(settings=api.settings, model=model, home=tmp_path / "ref")
+        try:
+            reference = run_to_completion(user, source)
+        finally:
+            worker.stop()
+    expected_kinds = kinds(activities(user, reference["id"]))
+
+    with FakeModel(scripted(CRASH_SCRIPT)) as model:
+        first = Worker(settings=api.settings, model=model, home=tmp_path / "w1")
+        try:
+            sid = user.post("/sessions", json={
+                "prompt": "Write two files", "sourceContext": {"source": source},
+            }).json()["id"]
+            deadline = time.monotonic() + 60
+            # The model has handed out the `sleep 3` command: the worker is mid-command.
+            while not any(turn_of(r) == SHELL_TURN for r in model.requests):
+                assert time.monotonic() < deadline, first.log.read_text()
+                time.sleep(0.02)
+            time.sleep(0.5)
+        finally:
+            first.kill()
+        assert user.get(f"/sessions/{sid}").json()["state"] == "IN_PROGRESS"
+        second = Worker(settings=api.settings, model=model, home=tmp_path / "w2")
+        try:
+            session = wait_for_state(user, sid, TERMINAL, timeout=90)
+        finally:
+            second.stop()
+
+    assert session["state"] == "COMPLETED", second.log.read_text()
+    items = activities(user, sid)
+    assert kinds(items) == expected_kinds
+    assert len({a["id"] for a in items}) == len(items)
+    assert (session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+            == reference["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"])
+    patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+    assert "+++ b/first.txt" in patch
+    assert "+++ b/second.txt" in patch
+    assert "+++ b/slept.txt" in patch
+
+
+PER_SESSION = [
+    call("propose_plan", steps=[{"title": "Write the file"}]),
+    call("write_file", path="result.txt", content="done\n"),
+    call("finish", summary="Done.", commit_message="Write the result"),
+]
+
+
+def test_two_workers_share_fifty_sessions_each_run_once_at_a_time(
+    api: LiveServer, user: httpx.Client, repo: Path, tmp_path: Path, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("several worker processes are a PostgreSQL deployment")
+    source = register(api.settings, location=str(repo), owner="acme",
+                      repo=f"fleet-{secrets.token_hex(3)}")
+    with FakeModel(scripted(PER_SESSION)) as model:
+        workers = [Worker(settings=api.settings, model=model, home=tmp_path / f"w{i}",
+                          concurrency=3) for i in range(2)]
+        try:
+            ids = [
+                user.post("/sessions", json={
+                    "prompt": f"Task {i}", "sourceContext": {"source": source},
+                }).json()["id"]
+                for i in range(50)
+            ]
+            sessions = [wait_for_state(user, sid, TERMINAL, timeout=180) for sid in ids]
+        finally:
+            for worker in workers:
+                worker.stop()
+        prompts = Counter(
+            next(m["content"] for m in r["messages"] if m["role"] == "user")
+            for r in model.requests
+        )
+
+    failed = {s["id"]: activities(user, s["id"])[-1].get("sessionFailed") for s in sessions
+              if s["state"] != "COMPLETED"}
+    assert failed == {}
+    for sid in ids:
+        assert kinds(activities(user, sid)) == ["planGenerated", "planApproved",
+                                                "sessionCompleted"]
+    # Each session asked the model exactly once per step: no second worker ran it too.
+    assert prompts == Counter({f"Task {i}": len(PER_SESSION) for i in range(50)})
+    # Both processes took part: each keeps its own mirror of the source once it runs one.
+    assert all((tmp_path / f"w{i}" / "data" / "mirrors").is_dir() for i in range(2))
