@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -174,3 +176,51 @@ def test_without_a_model_a_session_fails_at_once_saying_how_to_configure_one(
             reason = activities(c, sid)[-1]["sessionFailed"]["reason"]
     assert session["state"] == "FAILED"
     assert "OPENJULES_MODEL_BASE_URL" in reason
+
+
+def _configure(settings: Settings, source: str, *, script: str, tmp_path: Path) -> None:
+    """What `openjules sources configure NAME --setup-script FILE` does."""
+    (tmp_path / "setup.sh").write_text(script)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("openjules")), "sources", "configure",
+         source.removeprefix("sources/github/"), "--setup-script", str(tmp_path / "setup.sh"),
+         "--database-url", settings.resolved_database_url()],
+        env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a setup script, no network" in done.stdout
+
+
+def test_the_sources_setup_script_runs_in_the_sandbox_before_the_agent_works(
+    client: httpx.Client, fake_model: FakeModel, source: str, agent_server: LiveServer,
+    tmp_path: Path,
+) -> None:
+    _configure(agent_server.settings, source, tmp_path=tmp_path,
+               script="echo prepared-by-setup > .setup-marker\n")
+    fake_model.push(
+        call("propose_plan", steps=[{"title": "Check"}]),
+        call("shell", command="cat .setup-marker"),
+        call("finish", summary="Checked.", commit_message="Check"),
+    )
+    sid = client.post("/sessions", json={"prompt": "Check the setup",
+                                         "sourceContext": {"source": source}}).json()["id"]
+    session = wait_for_state(client, sid, TERMINAL)
+    assert session["state"] == "COMPLETED"
+    ran = [a["progressUpdated"]["description"] for a in activities(client, sid)
+           if "progressUpdated" in a]
+    assert "prepared-by-setup" in ran[0]
+
+
+def test_a_failing_setup_script_fails_the_session_with_its_output(
+    client: httpx.Client, source: str, agent_server: LiveServer, tmp_path: Path
+) -> None:
+    _configure(agent_server.settings, source, tmp_path=tmp_path,
+               script="echo 'npm ERR! missing package.json' >&2\nexit 3\n")
+    sid = client.post("/sessions", json={"prompt": "Anything",
+                                         "sourceContext": {"source": source}}).json()["id"]
+    session = wait_for_state(client, sid, TERMINAL)
+    assert session["state"] == "FAILED"
+    reason = activities(client, sid)[-1]["sessionFailed"]["reason"]
+    assert "setup script failed (exit code 3)" in reason
+    assert "npm ERR! missing package.json" in reason

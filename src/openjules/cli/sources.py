@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TextIO
+
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,8 +38,27 @@ def sources() -> None:
     help="Exposed as sources/github/OWNER/REPO [default local/<directory name>].",
 )
 @click.option("--private", "is_private", is_flag=True, help="Mark the repository private.")
+@click.option(
+    "--setup-script",
+    type=click.File("r"),
+    default=None,
+    help="Shell script run in the sandbox before the agent works (e.g. installs dependencies).",
+)
+@click.option(
+    "--allow-network",
+    is_flag=True,
+    help="Let agent commands for this source use the network (off by default).",
+)
 @database_options
-def add(location: str, name: str | None, is_private: bool, *, settings: Settings) -> None:
+def add(
+    location: str,
+    name: str | None,
+    is_private: bool,
+    setup_script: TextIO | None,
+    allow_network: bool,
+    *,
+    settings: Settings,
+) -> None:
     """Add (or update) a source from a local path or any git URL."""
     try:
         location = git.normalize_location(location)
@@ -52,7 +74,11 @@ def add(location: str, name: str | None, is_private: bool, *, settings: Settings
         source_store.validate_owner_repo(owner, repo)
     except InvalidArgument as exc:
         raise click.ClickException(exc.message) from exc
-    record = _read(location, owner=owner, repo=repo, is_private=is_private)
+    record = replace(
+        _read(location, owner=owner, repo=repo, is_private=is_private),
+        setup_script=setup_script.read() if setup_script else None,
+        network_allowed=allow_network,
+    )
 
     async def action(conn: AsyncConnection) -> SourceRecord:
         return await source_store.upsert(conn, record=record)
@@ -95,7 +121,14 @@ def refresh(names: tuple[str, ...], *, settings: Settings) -> None:
     if unknown:
         raise click.ClickException(f"Unknown source(s): {', '.join(sorted(unknown))}")
     chosen = [r for r in records if not wanted or r.name in wanted]
-    fresh = [_read(r.url, owner=r.owner, repo=r.repo, is_private=r.is_private) for r in chosen]
+    fresh = [
+        replace(
+            _read(r.url, owner=r.owner, repo=r.repo, is_private=r.is_private),
+            setup_script=r.setup_script,
+            network_allowed=r.network_allowed,
+        )
+        for r in chosen
+    ]
 
     async def save(conn: AsyncConnection) -> None:
         for record in fresh:
@@ -106,3 +139,45 @@ def refresh(names: tuple[str, ...], *, settings: Settings) -> None:
         click.echo(
             f"Refreshed {r.name}: default branch {r.default_branch}, {len(r.branches)} branch(es)."
         )
+
+
+@sources.command("configure")
+@click.argument("name")
+@click.option(
+    "--setup-script",
+    type=click.File("r"),
+    default=None,
+    help="Replace the setup script with this file's contents.",
+)
+@click.option("--clear-setup-script", is_flag=True, help="Remove the setup script.")
+@click.option(
+    "--network/--no-network",
+    default=None,
+    help="Allow or forbid network access for agent commands.",
+)
+@database_options
+def configure(
+    name: str,
+    setup_script: TextIO | None,
+    clear_setup_script: bool,
+    network: bool | None,
+    *,
+    settings: Settings,
+) -> None:
+    """Change how sessions of source NAME (OWNER/REPO or sources/github/OWNER/REPO) run."""
+    full = name if name.startswith("sources/") else f"sources/github/{name}"
+
+    async def action(conn: AsyncConnection) -> SourceRecord:
+        record = await source_store.get(conn, name=full)
+        if setup_script is not None:
+            record = replace(record, setup_script=setup_script.read())
+        if clear_setup_script:
+            record = replace(record, setup_script=None)
+        if network is not None:
+            record = replace(record, network_allowed=network)
+        return await source_store.upsert(conn, record=record)
+
+    record = run_in_db(settings, action)
+    script = "a setup script" if record.setup_script else "no setup script"
+    access = "network allowed" if record.network_allowed else "no network"
+    click.echo(f"Configured {record.name}: {script}, {access}.")
