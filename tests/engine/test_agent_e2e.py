@@ -17,6 +17,7 @@ import pytest
 
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, provision_user
+from openjules.testing import register_source as register
 from tests.conftest import git
 from tests.engine.agent_support import (
     TERMINAL,
@@ -224,3 +225,71 @@ def test_a_failing_setup_script_fails_the_session_with_its_output(
     reason = activities(client, sid)[-1]["sessionFailed"]["reason"]
     assert "setup script failed (exit code 3)" in reason
     assert "npm ERR! missing package.json" in reason
+
+
+def test_hooks_and_config_planted_in_the_workspace_git_never_run_on_the_host(
+    client: httpx.Client, fake_model: FakeModel, source: str, tmp_path: Path
+) -> None:
+    marker = tmp_path / f"hook-ran-{secrets.token_hex(4)}"
+    hook = f"#!/bin/sh\ntouch {marker}\n"
+    plant = (
+        f"printf '{hook}' > .git/hooks/post-commit && chmod +x .git/hooks/post-commit && "
+        "cp .git/hooks/post-commit .git/hooks/pre-commit && "
+        f"git config core.fsmonitor '{tmp_path}/fsmonitor.sh' && "
+        "printf '* filter=evil\\n' > .gitattributes && "
+        f"git config filter.evil.clean 'touch {marker}; cat'"
+    )
+    fake_model.push(
+        call("propose_plan", steps=[{"title": "Plant hooks"}]),
+        call("shell", command=plant),
+        call("write_file", path="app.py", content="print('changed')\n"),
+        call("complete_step", title="Changed the app"),
+        call("finish", summary="Done.", commit_message="Change the app"),
+    )
+    sid = client.post("/sessions", json={"prompt": "Change the app",
+                                         "sourceContext": {"source": source}}).json()["id"]
+    session = wait_for_state(client, sid, TERMINAL)
+    assert session["state"] == "COMPLETED"
+    assert "+print('changed')" in session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+    assert not marker.exists()
+
+
+def test_a_symlink_to_a_host_file_in_the_repository_cannot_be_read_through_the_tools(
+    client: httpx.Client, fake_model: FakeModel, agent_server: LiveServer, repo: Path,
+) -> None:
+    (repo / "passwd").symlink_to("/etc/passwd")
+    git("add", "passwd", cwd=repo)
+    git("commit", "-q", "-m", "a link out", cwd=repo)
+    linked = register(agent_server.settings, location=str(repo), owner="acme",
+                      repo=f"linked-{secrets.token_hex(3)}")
+    fake_model.push(
+        call("read_file", path="passwd"),
+        call("search", pattern="root", path="."),
+        call("propose_plan", steps=[{"title": "Nothing"}]),
+        call("finish", summary="Done.", commit_message="Nothing"),
+    )
+    sid = client.post("/sessions", json={"prompt": "Read the passwd file",
+                                         "sourceContext": {"source": linked}}).json()["id"]
+    wait_for_state(client, sid, TERMINAL)
+    tool_outputs = [m["content"] for r in fake_model.requests for m in r["messages"]
+                    if m["role"] == "tool"]
+    assert tool_outputs
+    assert not any("root:x:0:0" in text for text in tool_outputs)
+    assert any("outside" in text.lower() for text in tool_outputs[:1])
+
+
+def test_long_tool_output_reaches_the_model_truncated_with_a_marker(
+    client: httpx.Client, fake_model: FakeModel, source: str
+) -> None:
+    fake_model.push(
+        call("shell", command="head -c 300000 /dev/zero | tr '\\0' a; echo; echo THE-END"),
+        call("propose_plan", steps=[{"title": "Nothing"}]),
+        call("finish", summary="Done.", commit_message="Nothing"),
+    )
+    sid = client.post("/sessions", json={"prompt": "Print a lot",
+                                         "sourceContext": {"source": source}}).json()["id"]
+    wait_for_state(client, sid, TERMINAL)
+    shell_output = fake_model.requests[1]["messages"][-1]["content"]
+    assert len(shell_output) < 25_000
+    assert "truncated" in shell_output or "omitted" in shell_output
+    assert "THE-END" in shell_output
