@@ -69,6 +69,7 @@ def test_a_session_with_plan_approval_runs_to_a_patch_that_applies(
     ran = items[2]["progressUpdated"]
     assert ran["title"] == "Ran bash command"
     assert "hello, world" in ran["description"]
+    assert "artifacts" not in items[2]  # no bashOutput unless enabled
     step_patch = items[3]["artifacts"][0]["changeSet"]["gitPatch"]
     assert "+print('hello, world')" in step_patch["unidiffPatch"]
     final = items[4]["artifacts"][0]["changeSet"]
@@ -293,3 +294,29 @@ def test_long_tool_output_reaches_the_model_truncated_with_a_marker(
     assert len(shell_output) < 25_000
     assert "truncated" in shell_output or "omitted" in shell_output
     assert "THE-END" in shell_output
+
+
+def test_bash_output_artifacts_are_attached_only_when_enabled(
+    server_settings: Settings, fake_model: FakeModel, repo: Path, tmp_path: Path
+) -> None:
+    """Off by default (the current TypeScript SDK rejects them, spec §5.10); on by setting."""
+    settings = server_settings.model_copy(update={
+        "data_dir": tmp_path / "data", "workers": 1, "bash_output_artifacts": True,
+        "model_base_url": fake_model.base_url, "model_api_key": "k", "model": "fake-model",
+    })
+    fake_model.push(
+        call("shell", command="echo listed; exit 3"),
+        call("propose_plan", steps=[{"title": "Nothing"}]),
+        call("finish", summary="Done.", commit_message="Nothing"),
+    )
+    with LiveServer(settings) as live:
+        key = provision_user(live.settings, name=f"bash-{secrets.token_hex(3)}")
+        source = register(live.settings, location=str(repo), owner="acme",
+                          repo=f"bash-{secrets.token_hex(3)}")
+        with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}) as c:
+            sid = c.post("/sessions", json={"prompt": "List",
+                                            "sourceContext": {"source": source}}).json()["id"]
+            wait_for_state(c, sid, TERMINAL)
+            ran = activities(c, sid)[0]
+    assert ran["artifacts"] == [{"bashOutput": {"command": "echo listed; exit 3",
+                                                "output": "listed\n", "exitCode": 3}}]
