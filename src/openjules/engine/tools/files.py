@@ -5,8 +5,9 @@ the agent controls: it can plant symbolic links, FIFOs and hard links there with
 tool. So every path goes through ``resolve_in_tree``, which follows every symbolic link and
 refuses anything that lands outside the tree, and files are opened with ``O_NOFOLLOW`` and
 checked to be plain files before a byte is read or written. Tools run one at a time and
-the sandbox kills every process a command started when it ends, so nothing in the tree
-moves between the check and the open.
+bubblewrap's PID namespace dies with each command, so nothing the agent started can swap a
+link between the check and the open (the unsandboxed development backend gives no such
+guarantee).
 
 Search runs ``grep`` inside the sandbox instead: a regular expression over a whole tree is
 work better kept out of the server.
