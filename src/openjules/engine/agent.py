@@ -90,7 +90,7 @@ class Agent:
                     messages=transcript.messages, tools=[t.schema() for t in tools.values()]
                 )
             except ModelError as exc:
-                await self.journal.fail(reason=f"The model failed: {exc}", transcript=transcript)
+                await self.journal.fail(reason=str(exc), transcript=transcript)
                 return
             turns += 1
             tokens += turn.prompt_tokens + turn.completion_tokens

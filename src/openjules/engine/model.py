@@ -8,6 +8,7 @@ what is left after its retries surfaces as ``ModelError`` with a reason a person
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,14 +131,14 @@ class Model:
         except openai.APITimeoutError as exc:
             raise ModelError(
                 f"The model at {self.config.base_url} did not answer within "
-                f"{self.config.timeout_seconds:.0f}s ({self.config.max_retries} retries)."
+                f"{self.config.timeout_seconds:g}s, {_retries(self.config.max_retries)}."
             ) from exc
         except openai.APIConnectionError as exc:
             raise ModelError(f"Cannot reach the model at {self.config.base_url}: {exc}") from exc
         except openai.RateLimitError as exc:
             raise ModelError(
-                f"The model provider kept rate-limiting requests (HTTP 429) after "
-                f"{self.config.max_retries} retries."
+                "The model provider kept rate-limiting requests (HTTP 429), "
+                f"{_retries(self.config.max_retries)}."
             ) from exc
         except openai.AuthenticationError as exc:
             raise ModelError(
@@ -145,26 +146,51 @@ class Model:
             ) from exc
         except openai.APIStatusError as exc:
             raise ModelError(
-                f"The model provider answered HTTP {exc.status_code}: {_short(exc.message)}"
+                f"The model provider answered HTTP {exc.status_code}: "
+                f"{_short(_without_sdk_prefix(exc.message))}"
             ) from exc
-        if not response.choices:
-            raise ModelError("The model returned no choices.")
-        message = response.choices[0].message
-        calls = [
-            ToolCallRequest(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
-            for c in (message.tool_calls or [])
-            if isinstance(c, openai.types.chat.ChatCompletionMessageFunctionToolCall)
-        ]
-        usage = response.usage
-        return ModelTurn(
-            content=message.content,
-            tool_calls=calls,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-        )
+        except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
+            # The SDK does not validate bodies: junk surfaces here or, below, as a missing
+            # attribute. Either way it is the model's failure, not openjules'.
+            raise ModelError(
+                f"The model at {self.config.base_url} answered with something that is not "
+                "a Chat Completions response (not JSON)."
+            ) from exc
+        try:
+            if not response.choices:
+                raise ModelError("The model returned no choices.")
+            message = response.choices[0].message
+            calls = [
+                ToolCallRequest(
+                    id=c.id, name=c.function.name or "", arguments=c.function.arguments or ""
+                )
+                for c in (message.tool_calls or [])
+                if isinstance(c, openai.types.chat.ChatCompletionMessageFunctionToolCall)
+            ]
+            usage = response.usage
+            return ModelTurn(
+                content=message.content,
+                tool_calls=calls,
+                prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
+                completion_tokens=(usage.completion_tokens or 0) if usage else 0,
+            )
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise ModelError(
+                f"The model at {self.config.base_url} answered with a malformed Chat "
+                "Completions response."
+            ) from exc
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _retries(count: int) -> str:
+    return f"even after {count} {'retry' if count == 1 else 'retries'}"
+
+
+def _without_sdk_prefix(message: str) -> str:
+    """The SDK prefixes "Error code: 500 - "; the status is already in our sentence."""
+    return re.sub(r"^Error code: \d+ - ", "", message)
 
 
 def _short(text: str, limit: int = 300) -> str:

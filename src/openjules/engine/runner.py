@@ -105,7 +105,14 @@ class LocalRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
                 continue
-            await self._run(lease)
+            try:
+                await self._run(lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # E.g. the database was briefly unreachable while releasing the job: the
+                # lease expires and the job is reclaimed; this worker keeps going.
+                log.exception("releasing the job of session %s failed", lease.session_id)
 
     async def _run(self, lease: Lease) -> None:
         work = asyncio.create_task(self.work(lease.session_id))
