@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     agent_max_turns: int = 100
     agent_max_tokens: int = 2_000_000
     agent_wall_seconds: float = 3600.0
+    # Older tool outputs are elided once the transcript is longer than this many characters.
+    agent_context_chars: int = 300_000
     # Emit bashOutput artifacts (the current TypeScript SDK rejects them; spec §5.10).
     bash_output_artifacts: bool = False
     # Concurrent sessions run by `openjules serve` (0: only `openjules worker` runs them).

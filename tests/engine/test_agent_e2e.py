@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -320,3 +321,53 @@ def test_bash_output_artifacts_are_attached_only_when_enabled(
             ran = activities(c, sid)[0]
     assert ran["artifacts"] == [{"bashOutput": {"command": "echo listed; exit 3",
                                                 "output": "listed\n", "exitCode": 3}}]
+
+
+def _server_with(server_settings: Settings, fake_model: FakeModel, tmp_path: Path,
+                 **overrides: object) -> LiveServer:
+    return LiveServer(server_settings.model_copy(update={
+        "data_dir": tmp_path / "data", "workers": 1, "model_base_url": fake_model.base_url,
+        "model_api_key": "k", "model": "fake-model", **overrides,
+    }))
+
+
+def _run(live: LiveServer, repo: Path, prompt: str) -> tuple[dict[str, Any], list[Any]]:
+    key = provision_user(live.settings, name=f"u-{secrets.token_hex(3)}")
+    source = register(live.settings, location=str(repo), owner="acme",
+                      repo=f"r-{secrets.token_hex(3)}")
+    with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}) as c:
+        sid = c.post("/sessions", json={"prompt": prompt,
+                                        "sourceContext": {"source": source}}).json()["id"]
+        return wait_for_state(c, sid, TERMINAL), activities(c, sid)
+
+
+def test_the_wall_clock_limit_fails_the_session_with_a_reason(
+    server_settings: Settings, fake_model: FakeModel, repo: Path, tmp_path: Path
+) -> None:
+    fake_model.push(call("shell", command="sleep 2"), call("shell", command="true"))
+    with _server_with(server_settings, fake_model, tmp_path, agent_wall_seconds=1.0) as live:
+        session, items = _run(live, repo, "Take too long")
+    assert session["state"] == "FAILED"
+    assert items[-1]["sessionFailed"]["reason"] == (
+        "The session ran past its time limit of 1s.")
+    assert len(fake_model.requests) == 1
+
+
+def test_old_tool_outputs_are_elided_as_the_transcript_grows(
+    server_settings: Settings, fake_model: FakeModel, repo: Path, tmp_path: Path
+) -> None:
+    noisy = "head -c 3000 /dev/zero | tr '\\0' x"
+    fake_model.push(
+        *[call("shell", command=noisy) for _ in range(30)],
+        call("propose_plan", steps=[{"title": "Nothing"}]),
+        call("finish", summary="Done.", commit_message="Nothing"),
+    )
+    with _server_with(server_settings, fake_model, tmp_path,
+                      agent_context_chars=20_000) as live:
+        session, _items = _run(live, repo, "Be noisy")
+    assert session["state"] == "COMPLETED"
+    last = fake_model.requests[-1]["messages"]
+    tool_messages = [m["content"] for m in last if m["role"] == "tool"]
+    assert "older output elided" in tool_messages[0]
+    assert "x" * 2900 in tool_messages[-2]  # the newest shell output stays whole
+    assert all(m["role"] != "tool" or m.get("tool_call_id") for m in last)

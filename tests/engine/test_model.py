@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
+import openai
 import pytest
 
 from openjules.engine.model import Model, ModelConfig, ModelError, model_config
@@ -101,3 +103,28 @@ def test_configuration_from_settings_and_presets() -> None:
     )
     assert explicit is not None
     assert explicit.model == "m"
+
+
+async def test_the_fake_model_streams_the_same_reply_as_chunks(fake: FakeModel) -> None:
+    """Clients that stream (``stream: true``) get the scripted reply as SSE chunks."""
+    fake.push(Reply(content="Reading the file now.",
+                    tool_calls=[ToolCall("read_file", {"path": "src/app.py"})]))
+    client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
+    stream = await client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "hi"}], tools=TOOLS,
+        stream=True,
+    )
+    text, arguments, names, finish = "", "", [], None
+    async for chunk in stream:
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                if call.function and call.function.name:
+                    names.append(call.function.name)
+                arguments += (call.function.arguments or "") if call.function else ""
+            finish = choice.finish_reason or finish
+    await client.close()
+    assert text == "Reading the file now."
+    assert names == ["read_file"]
+    assert json.loads(arguments) == {"path": "src/app.py"}
+    assert finish == "tool_calls"
