@@ -165,3 +165,36 @@ async def test_work_that_raises_is_retried_later(db: Database) -> None:
     finally:
         await runner.stop()
     assert attempts == 2
+
+
+async def test_a_wake_up_racing_a_finishing_worker_is_not_lost(db: Database) -> None:
+    """enqueue() while finish() is committing: the job must end up ready, never done."""
+    [session_id] = await _new_sessions(db, 1)
+    async with db.write() as conn:
+        lease = await jobs.claim(conn, owner="worker-1", lease_us=60_000_000)
+    assert lease is not None
+    assert lease.session_id == session_id
+
+    finishing = db.engine.connect()
+    conn_a = await finishing.__aenter__()
+    if db.is_sqlite:
+        await conn_a.execution_options(sqlite_immediate=True)
+    txn_a = await conn_a.begin()
+    await jobs.finish(conn_a, lease=lease)  # done, but not yet committed
+
+    async def wake() -> None:  # what approvePlan / sendMessage do
+        async with db.write() as conn:
+            await jobs.enqueue(conn, session_id=session_id)
+
+    waking = asyncio.create_task(wake())
+    await asyncio.sleep(0.3)  # the wake-up is now waiting on the finishing transaction
+    await txn_a.commit()
+    await finishing.__aexit__(None, None, None)
+    await asyncio.wait_for(waking, 10)
+
+    async with db.read() as conn:
+        row = (await conn.execute(
+            tables.jobs.select().where(tables.jobs.c.session_id == session_id)
+        )).first()
+    assert row is not None
+    assert row.state == "ready"
