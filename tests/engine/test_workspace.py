@@ -12,6 +12,8 @@ from openjules.engine.workspace import (
     create_empty,
     create_from_mirror,
     mirror_path,
+    prepare_spare,
+    spares_path,
     sync_mirror,
 )
 from tests.conftest import git
@@ -131,3 +133,58 @@ def test_workspace_preparation_borrows_objects_instead_of_copying(tmp_path: Path
     out = subprocess.run(["git", "status", "--porcelain"], cwd=workspace.tree,
                          capture_output=True, text=True, check=True).stdout
     assert out == ""
+
+
+def test_a_spare_tree_is_used_once_and_brought_to_the_requested_commit(tmp_path: Path) -> None:
+    source, mirror, first, _base = _workspace(tmp_path)
+    assert prepare_spare(mirror=mirror)
+    assert prepare_spare(mirror=mirror)  # one spare is enough
+    assert len(list(spares_path(mirror).glob("ready-*"))) == 1
+    # The source moves on after the spare was checked out.
+    (source / "app.py").write_text("print('moved on')\n")
+    (source / "new.txt").write_text("new\n")
+    git("rm", "-q", "old.txt", cwd=source)
+    git("add", ".", cwd=source)
+    git("commit", "-q", "-m", "next", cwd=source)
+    sync_mirror(url=str(source), mirror=mirror)
+
+    adopted, head = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "456", branch="main")
+    cold, same = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "789", branch="main")
+
+    assert list(spares_path(mirror).glob("ready-*")) == []
+    assert head == same == git("rev-parse", "main", cwd=source).strip()
+    for workspace in (adopted, cold):
+        names = sorted(p.name for p in workspace.tree.iterdir())
+        assert names == [".git", ".gitignore", "app.py", "new.txt"]
+        assert (workspace.tree / "app.py").read_text() == "print('moved on')\n"
+        assert git("status", "--porcelain", cwd=workspace.tree) == ""
+        assert git("rev-parse", "HEAD", cwd=workspace.tree).strip() == head
+        assert sorted(p.name for p in workspace.root.iterdir()) == ["host.git", "tree"]
+        assert workspace.patch(base_commit=head) == ""
+    assert git("branch", "-a", cwd=adopted.tree) == git("branch", "-a", cwd=cold.tree)
+    assert first.tree.exists()
+
+
+def test_a_spare_serves_a_session_on_another_branch_and_base(tmp_path: Path) -> None:
+    source, mirror, _ws, base = _workspace(tmp_path)
+    git("checkout", "-q", "-b", "feature", cwd=source)
+    (source / "feature.txt").write_text("feature\n")
+    git("add", ".", cwd=source)
+    git("commit", "-q", "-m", "feature", cwd=source)
+    sync_mirror(url=str(source), mirror=mirror)
+    prepare_spare(mirror=mirror)
+
+    workspace, head = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "f",
+                                         branch="feature")
+    assert head == git("rev-parse", "feature", cwd=source).strip()
+    assert (workspace.tree / "feature.txt").exists()
+    assert git("status", "--porcelain", cwd=workspace.tree) == ""
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=workspace.tree).strip() == "feature"
+
+    prepare_spare(mirror=mirror)
+    pinned, at = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "p", branch="main",
+                                    base_commit=base)
+    assert at == base
+    assert sorted(p.name for p in pinned.tree.iterdir()) == [".git", ".gitignore", "app.py",
+                                                              "old.txt"]
+    assert git("status", "--porcelain", cwd=pinned.tree) == ""

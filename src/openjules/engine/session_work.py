@@ -26,6 +26,7 @@ from openjules.engine.workspace import (
     create_empty,
     create_from_mirror,
     mirror_path,
+    prepare_spare,
     sync_mirror,
     workspace_path,
 )
@@ -61,6 +62,7 @@ class SessionWorker:
             max_turns=settings.agent_max_turns,
             max_tokens=settings.agent_max_tokens,
             wall_seconds=settings.agent_wall_seconds,
+            compact_above_chars=settings.agent_context_chars,
         )
 
     async def run_session(self, session_id: str) -> None:
@@ -104,6 +106,10 @@ class SessionWorker:
             await model.close()
             if await self._state(session_id) not in RUNNABLE:
                 await asyncio.to_thread(workspace.remove)
+        if facts.source is not None:
+            # This session's outcome is recorded: check out a tree for the next session of
+            # the source now, so that session does not wait for a full checkout.
+            await asyncio.to_thread(self._prepare_spare, facts.source)
 
     async def _load(self, session_id: str) -> SessionFacts | None:
         async with self.db.read() as conn:
@@ -163,6 +169,13 @@ class SessionWorker:
         if checkpoint is not None:
             apply_patch(workspace, checkpoint.patch)
         return workspace, base
+
+    def _prepare_spare(self, source: SourceRecord) -> None:
+        mirror = mirror_path(self.settings.data_dir, owner=source.owner, repo=source.repo)
+        try:
+            prepare_spare(mirror=mirror)
+        except (GitError, OSError) as exc:  # only an optimisation: the next clone is slower
+            log.warning("could not prepare a spare tree of %s: %s", source.name, exc)
 
     async def _run_setup(self, sandbox: Sandbox, workspace: Workspace, facts: SessionFacts) -> None:
         script = facts.source.setup_script if facts.source else None

@@ -4,6 +4,7 @@ patches computed host-side without trusting anything the agent could have writte
 Layout under ``{data_dir}/``::
 
     mirrors/{owner}/{repo}.git        bare mirror of the source (fetched, never gc-pruned)
+    mirrors/{owner}/{repo}.spares/    at most one checked-out tree waiting for the next session
     workspaces/{session_id}/tree      the work tree the sandbox sees (with its own .git)
     workspaces/{session_id}/host.git  a private git dir, never visible in the sandbox
 
@@ -11,11 +12,20 @@ The agent may rewrite ``tree/.git`` (config, hooks, filters) at will. Host-side 
 reads it: patches are computed by ``host.git`` with ``tree`` as its work tree, and
 ``host.git``'s configuration is ours alone. Git skips any path named ``.git``, so the
 agent's git directory never shows up in a patch.
+
+Checking out a large tree costs about what ``git clone --no-local`` costs: writing the files
+dominates both. So after a session, ``prepare_spare`` checks out one spare tree per mirror,
+off any session's critical path, and the next ``create_from_mirror`` adopts its files (a few
+renames) and moves them to the requested commit (only files that differ are rewritten).
+A spare is made by host-side git, lives where no sandbox can see it, and is used once: an
+atomic rename hands it to exactly one session. A tree an agent has used is never recycled.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +107,8 @@ def create_from_mirror(
     """Clone ``branch`` (or ``base_commit``) of ``mirror`` into a new workspace.
 
     ``--shared`` borrows the mirror's objects instead of copying them, so the cost is the
-    checkout alone; a ref in the mirror keeps the base commit alive across fetches.
+    checkout alone, and a ready spare tree (see ``prepare_spare``) saves most of that; a
+    ref in the mirror keeps the base commit alive across fetches.
     Returns the workspace and the base commit id.
     """
     workspace = Workspace(root)
@@ -108,10 +119,87 @@ def create_from_mirror(
         base_commit or run_git(["rev-parse", f"refs/heads/{branch}^{{commit}}"], cwd=mirror).strip()
     )
     run_git(["update-ref", f"refs/openjules/base/{root.name}", commit], cwd=mirror)
+    # The repository (.git) is always a fresh clone; a spare only contributes files.
     run_git(["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(workspace.tree)])
-    run_git(["checkout", "--quiet", "-B", branch, commit], cwd=workspace.tree)
-    _init_host_git(workspace, objects_from=mirror, base_commit=commit)
+    _adopt_spare(mirror, workspace)
+    # --force: start from the index and files as they are (a spare's, or none) and rewrite
+    # whatever differs from ``commit``.
+    run_git(["checkout", "--quiet", "--force", "-B", branch, commit], cwd=workspace.tree)
+    _init_host_git(
+        workspace,
+        objects_from=mirror,
+        base_commit=commit,
+        index_from=workspace.tree / ".git" / "index",
+    )
     return workspace, commit
+
+
+def spares_path(mirror: Path) -> Path:
+    return mirror.with_name(mirror.name.removesuffix(".git") + ".spares")
+
+
+def prepare_spare(*, mirror: Path) -> bool:
+    """Check out a spare tree of ``mirror``'s default branch for the next session, unless
+    one is ready or another process is making one. Slow (a full checkout): run it where no
+    session waits, e.g. after a session. Returns whether a spare is ready."""
+    spares = spares_path(mirror)
+    spares.mkdir(parents=True, exist_ok=True)
+    with open(spares / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        if any(spares.glob("ready-*")):
+            return True
+        for stale in spares.glob("building-*"):  # left by a crash; only lock holders build
+            shutil.rmtree(stale, ignore_errors=True)
+        token = secrets.token_hex(8)
+        building = spares / f"building-{token}"
+        try:
+            tree = building / "tree"
+            run_git(["clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(tree)])
+            run_git(["checkout", "--quiet", "--force"], cwd=tree)
+            building.rename(spares / f"ready-{token}")
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+        return True
+
+
+def _adopt_spare(mirror: Path, workspace: Workspace) -> bool:
+    """Move a ready spare's files and index into the fresh clone at ``workspace.tree``.
+
+    Renaming the spare's directory claims it atomically, so one session alone gets it.
+    Returns False, leaving the tree a bare clone, when there is no spare or it cannot be
+    moved here (another file system).
+    """
+    claimed = workspace.root / "spare"
+    for ready in sorted(spares_path(mirror).glob("ready-*")):
+        try:
+            ready.rename(claimed)
+            break
+        except OSError:
+            continue  # taken by another session meanwhile, or a different file system
+    else:
+        return False
+    spare_tree = claimed / "tree"
+    moved: list[Path] = []
+    try:
+        for entry in os.scandir(spare_tree):
+            if entry.name != ".git":
+                os.rename(entry.path, workspace.tree / entry.name)
+                moved.append(workspace.tree / entry.name)
+        os.rename(spare_tree / ".git" / "index", workspace.tree / ".git" / "index")
+        return True
+    except OSError:
+        for path in moved:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        return False
+    finally:
+        shutil.rmtree(claimed, ignore_errors=True)
 
 
 def create_empty(*, root: Path) -> tuple[Workspace, str]:
@@ -126,14 +214,26 @@ def create_empty(*, root: Path) -> tuple[Workspace, str]:
 
 
 def _init_host_git(
-    workspace: Workspace, *, objects_from: Path | None, base_commit: str | None
+    workspace: Workspace,
+    *,
+    objects_from: Path | None,
+    base_commit: str | None,
+    index_from: Path | None = None,
 ) -> None:
     run_git(["init", "--quiet", "--bare", str(workspace.host_git)])
     if objects_from is not None:
         alternates = workspace.host_git / "objects" / "info" / "alternates"
         alternates.write_text(str((objects_from / "objects").resolve()) + "\n")
-    if base_commit is not None:
-        # Start the private index at the base so the first `add --all` hashes only changes.
+    if index_from is not None:
+        # The index our own checkout has just written, before any agent ran: the base
+        # commit's entries with the stat data of the files as checked out, so the first
+        # `add --all` re-reads only files whose stat changed (every file, though, once a
+        # root server hands the tree to the sandbox uid). copy2 keeps the file's mtime,
+        # which git's check for racily clean entries compares against.
+        shutil.copy2(index_from, workspace.host_git / "index")
+    elif base_commit is not None:
+        # Start the private index at the base (entries without stat data: the first
+        # `add --all` hashes every file once).
         run_git(
             [
                 "--git-dir",
