@@ -371,3 +371,21 @@ def test_old_tool_outputs_are_elided_as_the_transcript_grows(
     assert "older output elided" in tool_messages[0]
     assert "x" * 2900 in tool_messages[-2]  # the newest shell output stays whole
     assert all(m["role"] != "tool" or m.get("tool_call_id") for m in last)
+
+
+def test_git_works_inside_the_sandbox(
+    client: httpx.Client, fake_model: FakeModel, source: str, repo: Path
+) -> None:
+    """The clone borrows the mirror's objects; the sandbox must see them read-only."""
+    fake_model.push(
+        call("shell", command="git log --oneline -1 && git status --short && echo GIT-OK"),
+        call("propose_plan", steps=[{"title": "Nothing"}]),
+        call("finish", summary="Done.", commit_message="Nothing"),
+    )
+    sid = client.post("/sessions", json={"prompt": "Look at the history",
+                                         "sourceContext": {"source": source}}).json()["id"]
+    wait_for_state(client, sid, TERMINAL)
+    ran = activities(client, sid)[0]["progressUpdated"]["description"]
+    assert "initial" in ran
+    assert "GIT-OK" in ran
+    assert "Exit Code: 0" in ran

@@ -3,6 +3,7 @@ runs what the agent could have planted in the repository's .git."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from openjules.engine.workspace import (
 )
 from tests.conftest import git
 
+
+def agent_git(workspace: Workspace, *args: str) -> str:
+    """git as the agent runs it in the sandbox: the borrowed objects are where the sandbox
+    mounts them, which host git is told through GIT_ALTERNATE_OBJECT_DIRECTORIES."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(workspace.root),
+           "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(workspace.borrowed_objects)}
+    return subprocess.run(["git", *args], cwd=workspace.tree, env=env, check=True,
+                          capture_output=True, text=True).stdout
 
 def _source_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "source"
@@ -130,9 +139,7 @@ def test_workspace_preparation_borrows_objects_instead_of_copying(tmp_path: Path
     assert alternates.exists()
     packs = list((workspace.tree / ".git" / "objects").rglob("*.pack"))
     assert packs == []
-    out = subprocess.run(["git", "status", "--porcelain"], cwd=workspace.tree,
-                         capture_output=True, text=True, check=True).stdout
-    assert out == ""
+    assert agent_git(workspace, "status", "--porcelain") == ""
 
 
 def test_a_spare_tree_is_used_once_and_brought_to_the_requested_commit(tmp_path: Path) -> None:
@@ -157,11 +164,11 @@ def test_a_spare_tree_is_used_once_and_brought_to_the_requested_commit(tmp_path:
         names = sorted(p.name for p in workspace.tree.iterdir())
         assert names == [".git", ".gitignore", "app.py", "new.txt"]
         assert (workspace.tree / "app.py").read_text() == "print('moved on')\n"
-        assert git("status", "--porcelain", cwd=workspace.tree) == ""
-        assert git("rev-parse", "HEAD", cwd=workspace.tree).strip() == head
+        assert agent_git(workspace, "status", "--porcelain") == ""
+        assert agent_git(workspace, "rev-parse", "HEAD").strip() == head
         assert sorted(p.name for p in workspace.root.iterdir()) == ["host.git", "tree"]
         assert workspace.patch(base_commit=head) == ""
-    assert git("branch", "-a", cwd=adopted.tree) == git("branch", "-a", cwd=cold.tree)
+    assert agent_git(adopted, "branch", "-a") == agent_git(cold, "branch", "-a")
     assert first.tree.exists()
 
 
@@ -178,8 +185,8 @@ def test_a_spare_serves_a_session_on_another_branch_and_base(tmp_path: Path) -> 
                                          branch="feature")
     assert head == git("rev-parse", "feature", cwd=source).strip()
     assert (workspace.tree / "feature.txt").exists()
-    assert git("status", "--porcelain", cwd=workspace.tree) == ""
-    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=workspace.tree).strip() == "feature"
+    assert agent_git(workspace, "status", "--porcelain") == ""
+    assert agent_git(workspace, "rev-parse", "--abbrev-ref", "HEAD").strip() == "feature"
 
     prepare_spare(mirror=mirror)
     pinned, at = create_from_mirror(mirror=mirror, root=tmp_path / "ws" / "p", branch="main",
@@ -187,4 +194,4 @@ def test_a_spare_serves_a_session_on_another_branch_and_base(tmp_path: Path) -> 
     assert at == base
     assert sorted(p.name for p in pinned.tree.iterdir()) == [".git", ".gitignore", "app.py",
                                                               "old.txt"]
-    assert git("status", "--porcelain", cwd=pinned.tree) == ""
+    assert agent_git(pinned, "status", "--porcelain") == ""

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -85,6 +86,7 @@ class Sandbox:
         workspace: Path,
         network: bool = False,
         read_only: bool = False,
+        ro_binds: Sequence[tuple[Path, str]] = (),
         env: dict[str, str] | None = None,
         limits: Limits | None = None,
     ) -> CommandResult:
@@ -92,7 +94,9 @@ class Sandbox:
         (the planning phase looks, it does not touch)."""
         limits = limits or self.limits
         extra_env = env or {}
-        wrap = self._wrap(workspace, network=network, read_only=read_only, env=extra_env)
+        wrap = self._wrap(
+            workspace, network=network, read_only=read_only, ro_binds=ro_binds, env=extra_env
+        )
         argv = [*self._prlimit(limits), *wrap, *self._drop_privileges(), "/bin/bash", "-c", command]
         started = time.monotonic()
         process = await self._spawn(argv, workspace=workspace, env=extra_env)
@@ -186,7 +190,13 @@ class Sandbox:
         ]
 
     def _wrap(
-        self, workspace: Path, *, network: bool, read_only: bool, env: dict[str, str]
+        self,
+        workspace: Path,
+        *,
+        network: bool,
+        read_only: bool,
+        ro_binds: Sequence[tuple[Path, str]],
+        env: dict[str, str],
     ) -> list[str]:
         if self.kind is SandboxKind.UNSANDBOXED:
             return []
@@ -241,6 +251,11 @@ class Sandbox:
             "--chdir",
             WORKSPACE_MOUNT,
         ]
+        for source, destination in ro_binds:
+            # bubblewrap would create the parent 0700 (root's): the sandbox uid could not
+            # traverse it.
+            parent = os.path.dirname(destination)
+            args += ["--perms", "0755", "--dir", parent, "--ro-bind", str(source), destination]
         for key, value in {**BASE_ENV, **env}.items():
             args += ["--setenv", key, value]
         return [*args, "--"]

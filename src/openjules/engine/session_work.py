@@ -185,6 +185,7 @@ class SessionWorker:
             script,
             workspace=workspace.tree,
             network=bool(facts.source and facts.source.network_allowed),
+            ro_binds=workspace.sandbox_binds(),
         )
         if result.exit_code != 0:
             tail = result.output.strip().splitlines()[-5:]

@@ -35,6 +35,10 @@ from openjules.engine.git import GitError, run_git
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
+# Where the sandbox sees the borrowed objects; the tree's alternates file points here.
+SANDBOX_OBJECTS = "/.openjules/objects"
+
+
 def mirror_path(data_dir: Path, *, owner: str, repo: str) -> Path:
     return data_dir / "mirrors" / owner / f"{repo}.git"
 
@@ -56,13 +60,22 @@ def sync_mirror(*, url: str, mirror: Path) -> None:
             run_git(["config", "gc.auto", "0"], cwd=tmp)
             tmp.rename(mirror)
             return
-        run_git(["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"],
-                cwd=mirror)
+        run_git(["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"], cwd=mirror)
 
 
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    # The mirror's object store that the tree's clone borrows through git alternates,
+    # mounted read-only at SANDBOX_OBJECTS so git works in the sandbox. Recorded here,
+    # never read back from the agent-writable alternates file.
+    borrowed_objects: Path | None = None
+
+    def sandbox_binds(self) -> tuple[tuple[Path, str], ...]:
+        """(host path, sandbox path) pairs to mount read-only for commands."""
+        if self.borrowed_objects is None:
+            return ()
+        return ((self.borrowed_objects, SANDBOX_OBJECTS),)
 
     @property
     def tree(self) -> Path:
@@ -111,7 +124,7 @@ def create_from_mirror(
     ref in the mirror keeps the base commit alive across fetches.
     Returns the workspace and the base commit id.
     """
-    workspace = Workspace(root)
+    workspace = Workspace(root, borrowed_objects=(mirror / "objects").resolve())
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -131,6 +144,9 @@ def create_from_mirror(
         base_commit=commit,
         index_from=workspace.tree / ".git" / "index",
     )
+    # From here on the host uses host.git only; the tree's own repository is the agent's,
+    # and inside the sandbox it finds the borrowed objects at SANDBOX_OBJECTS.
+    (workspace.tree / ".git" / "objects" / "info" / "alternates").write_text(SANDBOX_OBJECTS + "\n")
     return workspace, commit
 
 

@@ -29,6 +29,7 @@ class Shell(Tool):
             workspace=ctx.workspace.tree,
             network=ctx.network,
             read_only=ctx.phase is Phase.PLANNING,
+            ro_binds=ctx.workspace.sandbox_binds(),
         )
         # The shape Jules uses for command progress (spec §5.10 / §9.5).
         description = (
