@@ -301,26 +301,16 @@ def test_bash_output_artifacts_are_attached_only_when_enabled(
     server_settings: Settings, fake_model: FakeModel, repo: Path, tmp_path: Path
 ) -> None:
     """Off by default (the current TypeScript SDK rejects them, spec §5.10); on by setting."""
-    settings = server_settings.model_copy(update={
-        "data_dir": tmp_path / "data", "workers": 1, "bash_output_artifacts": True,
-        "model_base_url": fake_model.base_url, "model_api_key": "k", "model": "fake-model",
-    })
     fake_model.push(
         call("shell", command="echo listed; exit 3"),
         call("propose_plan", steps=[{"title": "Nothing"}]),
         call("finish", summary="Done.", commit_message="Nothing"),
     )
-    with LiveServer(settings) as live:
-        key = provision_user(live.settings, name=f"bash-{secrets.token_hex(3)}")
-        source = register(live.settings, location=str(repo), owner="acme",
-                          repo=f"bash-{secrets.token_hex(3)}")
-        with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}) as c:
-            sid = c.post("/sessions", json={"prompt": "List",
-                                            "sourceContext": {"source": source}}).json()["id"]
-            wait_for_state(c, sid, TERMINAL)
-            ran = activities(c, sid)[0]
-    assert ran["artifacts"] == [{"bashOutput": {"command": "echo listed; exit 3",
-                                                "output": "listed\n", "exitCode": 3}}]
+    with _server_with(server_settings, fake_model, tmp_path,
+                      bash_output_artifacts=True) as live:
+        _session, items = _run(live, repo, "List")
+    assert items[0]["artifacts"] == [{"bashOutput": {"command": "echo listed; exit 3",
+                                                     "output": "listed\n", "exitCode": 3}}]
 
 
 def _server_with(server_settings: Settings, fake_model: FakeModel, tmp_path: Path,
