@@ -49,6 +49,9 @@ class DatabaseJournal:
     base_commit: str
     source: str  # "" for a repoless session
     require_approval: bool
+    # The patch as of the last file-changing step (the checkpoint's). Steps that only
+    # report (complete_step, finish) reuse it: files change only through mutating tools.
+    last_patch: str = ""
 
     async def new_user_messages(self, *, after_us: int) -> list[tuple[int, str]]:
         async with self.db.read() as conn:
@@ -60,6 +63,7 @@ class DatabaseJournal:
         patch = None
         if step.mutated:
             patch = await asyncio.to_thread(self.workspace.patch, base_commit=self.base_commit)
+            self.last_patch = patch
         phase = Phase(step.transcript.phase)
         stop = False
         try:
@@ -105,7 +109,7 @@ class DatabaseJournal:
                                 title=effect.title, description=effect.description
                             ),
                             originator=Originator.AGENT,
-                            artifacts=[Artifact(change_set=self._change_set(patch or ""))],
+                            artifacts=[Artifact(change_set=self._change_set(self.last_patch))],
                         ),
                     )
                 elif isinstance(effect, MessageUser):
@@ -128,7 +132,7 @@ class DatabaseJournal:
                     )
                     stop = True
                 elif isinstance(effect, Finish):
-                    change_set = self._change_set(patch or "", message=effect.commit_message)
+                    change_set = self._change_set(self.last_patch, message=effect.commit_message)
                     await transitions.apply(
                         conn,
                         session_id=self.session_id,

@@ -91,6 +91,7 @@ class SessionWorker:
                 base_commit=base,
                 source=facts.source.name if facts.source else "",
                 require_approval=facts.require_approval,
+                last_patch=facts.checkpoint.patch if facts.checkpoint else "",
             )
             context = ToolContext(
                 workspace=workspace,

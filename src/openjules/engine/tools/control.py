@@ -60,7 +60,6 @@ class CompleteStepTool(Tool):
     async def run(self, ctx: ToolContext, args: CompleteStepArgs) -> ToolResult:
         return ToolResult(
             content="Step recorded.",
-            mutated=True,
             effect=CompleteStep(title=args.title, description=args.description),
         )
 
@@ -109,6 +108,5 @@ class FinishTool(Tool):
     async def run(self, ctx: ToolContext, args: FinishArgs) -> ToolResult:
         return ToolResult(
             content="Finished.",
-            mutated=True,
             effect=Finish(summary=args.summary, commit_message=args.commit_message),
         )
