@@ -10,9 +10,7 @@ Each node script prints one JSON object of observations; the assertions are here
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from tests.engine.agent_support import (
     agent_server,
     call,
     fake_model,
+    needs_bubblewrap,
     patch_applies,
     repo,
     source,
@@ -37,10 +36,7 @@ __all__ = ["agent_server", "fake_model", "repo", "source"]
 
 pytestmark = [
     pytest.mark.compat,
-    pytest.mark.skipif(
-        shutil.which("bwrap") is None and not os.environ.get("CI"),
-        reason="bubblewrap is not installed (make test installs it)",
-    ),
+    needs_bubblewrap,
 ]
 
 PLAN_STEPS = [

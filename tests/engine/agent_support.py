@@ -3,7 +3,9 @@ model, a live server with workers, and helpers to wait on states and read activi
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,12 @@ from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
 from openjules.testing import register_source as register
 from tests.conftest import git
+
+# Tests that run commands need bubblewrap; `make test` installs it, and CI must not skip.
+needs_bubblewrap = pytest.mark.skipif(
+    shutil.which("bwrap") is None and not os.environ.get("CI"),
+    reason="bubblewrap is not installed (make test installs it)",
+)
 
 TERMINAL = {"COMPLETED", "FAILED"}
 
@@ -46,15 +54,17 @@ def fake_model() -> Iterator[FakeModel]:
 def agent_server(
     server_settings: Settings, fake_model: FakeModel, tmp_path: Path
 ) -> Iterator[LiveServer]:
-    settings = server_settings.model_copy(update={
-        "data_dir": tmp_path / "data",
-        "workers": 2,
-        "model_base_url": fake_model.base_url,
-        "model_api_key": "sk-fake",
-        "model": "fake-model",
-        "model_max_retries": 2,
-        "model_timeout_seconds": 10.0,
-    })
+    settings = server_settings.model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "workers": 2,
+            "model_base_url": fake_model.base_url,
+            "model_api_key": "sk-fake",
+            "model": "fake-model",
+            "model_max_retries": 2,
+            "model_timeout_seconds": 10.0,
+        }
+    )
     with LiveServer(settings) as live:
         yield live
 
@@ -62,19 +72,23 @@ def agent_server(
 @pytest.fixture
 def client(agent_server: LiveServer) -> Iterator[httpx.Client]:
     key = provision_user(agent_server.settings, name=f"agent-{secrets.token_hex(4)}")
-    with httpx.Client(base_url=agent_server.api, headers={"X-Goog-Api-Key": key},
-                      timeout=30) as c:
+    with httpx.Client(base_url=agent_server.api, headers={"X-Goog-Api-Key": key}, timeout=30) as c:
         yield c
 
 
 @pytest.fixture
 def source(agent_server: LiveServer, repo: Path) -> str:
-    return register(agent_server.settings, location=str(repo), owner="acme",
-                    repo=f"greeter-{secrets.token_hex(3)}")
+    return register(
+        agent_server.settings,
+        location=str(repo),
+        owner="acme",
+        repo=f"greeter-{secrets.token_hex(3)}",
+    )
 
 
-def wait_for_state(client: httpx.Client, sid: str, states: set[str],
-                   timeout: float = 60) -> dict[str, Any]:
+def wait_for_state(
+    client: httpx.Client, sid: str, states: set[str], timeout: float = 60
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         session: dict[str, Any] = client.get(f"/sessions/{sid}").json()
@@ -86,13 +100,23 @@ def wait_for_state(client: httpx.Client, sid: str, states: set[str],
 
 
 def activities(client: httpx.Client, sid: str) -> list[dict[str, Any]]:
-    return list(client.get(f"/sessions/{sid}/activities",
-                           params={"pageSize": 100}).json().get("activities", []))
+    return list(
+        client.get(f"/sessions/{sid}/activities", params={"pageSize": 100})
+        .json()
+        .get("activities", [])
+    )
 
 
 def kinds(items: list[dict[str, Any]]) -> list[str]:
-    keys = ("planGenerated", "planApproved", "progressUpdated", "agentMessaged",
-            "userMessaged", "sessionCompleted", "sessionFailed")
+    keys = (
+        "planGenerated",
+        "planApproved",
+        "progressUpdated",
+        "agentMessaged",
+        "userMessaged",
+        "sessionCompleted",
+        "sessionFailed",
+    )
     return [next(k for k in keys if k in a) for a in items]
 
 
@@ -103,5 +127,3 @@ def patch_applies(repo: Path, patch: str, tmp_path: Path) -> Path:
     git("apply", "--check", str(tmp_path / "final.diff"), cwd=check)
     git("apply", str(tmp_path / "final.diff"), cwd=check)
     return check
-
-

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, provision_user
@@ -25,14 +23,12 @@ from tests.engine.agent_support import (
     activities,
     call,
     kinds,
+    needs_bubblewrap,
     patch_applies,
     wait_for_state,
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None and not os.environ.get("CI"),
-    reason="bubblewrap is not installed (make test installs it)",
-)
+pytestmark = needs_bubblewrap
 
 WORK = [
     call("edit_file", path="app.py", old_text="'hello'", new_text="'hello, world'"),

@@ -7,10 +7,8 @@ state without a job that a worker holds or can claim."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
-import shutil
 import threading
 import time
 from collections import deque
@@ -44,14 +42,12 @@ from tests.engine.agent_support import (
     activities,
     call,
     kinds,
+    needs_bubblewrap,
     patch_applies,
     wait_for_state,
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None and not os.environ.get("CI"),
-    reason="bubblewrap is not installed (make test installs it)",
-)
+pytestmark = needs_bubblewrap
 
 RUNNING = {"QUEUED", "PLANNING", "IN_PROGRESS"}
 LIVE_JOB = {"ready", "leased"}

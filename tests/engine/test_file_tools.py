@@ -4,7 +4,6 @@ it, whatever links, FIFOs or paths the agent plants or asks for."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +23,7 @@ from openjules.engine.tools.files import (
     resolve_in_tree,
 )
 from openjules.engine.workspace import create_empty
-
-needs_bwrap = pytest.mark.skipif(
-    shutil.which("bwrap") is None and not os.environ.get("CI"),
-    reason="bubblewrap is not installed (make test installs it)",
-)
+from tests.engine.agent_support import needs_bubblewrap
 
 ALL_TOOLS: list[Tool] = [ReadFile(), WriteFile(), EditFile(), ListFiles(), Search()]
 ESCAPES = ["../x", "/etc/passwd", "a/../../x", "a/../a/../../x", "./../x", ""]
@@ -488,7 +483,7 @@ async def test_list_files_is_capped(ctx: ToolContext) -> None:
 # --- search --------------------------------------------------------------------------
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_finds_matches(ctx: ToolContext) -> None:
     result = await call(Search(), ctx, pattern="hel+o")
     assert not result.is_error
@@ -499,7 +494,7 @@ async def test_search_finds_matches(ctx: ToolContext) -> None:
     assert not result.mutated
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_path_and_glob(ctx: ToolContext) -> None:
     in_src = await call(Search(), ctx, pattern="hello", path="src")
     assert in_src.content == "src/app.py:2:    print('hello')"
@@ -509,7 +504,7 @@ async def test_search_path_and_glob(ctx: ToolContext) -> None:
     assert by_glob.content == "README.md:2:hello world"
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_no_matches_and_bad_pattern(ctx: ToolContext) -> None:
     assert (await call(Search(), ctx, pattern="absent_xyz")).content == "No matches."
     bad = await call(Search(), ctx, pattern="(unclosed")
@@ -517,7 +512,7 @@ async def test_search_no_matches_and_bad_pattern(ctx: ToolContext) -> None:
     assert "grep" in bad.content
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_pattern_is_not_a_shell_command(ctx: ToolContext) -> None:
     for pattern in ["'; touch /workspace/pwned; '", "$(touch /workspace/pwned)", "-f/etc/passwd"]:
         result = await call(Search(), ctx, pattern=pattern)
@@ -528,7 +523,7 @@ async def test_search_pattern_is_not_a_shell_command(ctx: ToolContext) -> None:
     assert not (tree(ctx) / "pwned").exists()
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_skips_git_binaries_and_links(ctx: ToolContext) -> None:
     (tree(ctx) / ".git" / "needle").write_text("needle\n")
     (tree(ctx) / "blob").write_bytes(b"needle\x00")
@@ -542,7 +537,7 @@ async def test_search_skips_git_binaries_and_links(ctx: ToolContext) -> None:
         assert "root:" not in result.content
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_output_is_capped(ctx: ToolContext) -> None:
     (tree(ctx) / "many.txt").write_text("match\n" * 1000 + "match" + "y" * 1000 + "\n")
     result = await call(Search(), ctx, pattern="match")
@@ -554,7 +549,7 @@ async def test_search_output_is_capped(ctx: ToolContext) -> None:
     assert len(long_line.content) < 400
 
 
-@needs_bwrap
+@needs_bubblewrap
 async def test_search_in_planning_phase(ctx: ToolContext) -> None:
     planning = ToolContext(
         workspace=ctx.workspace, sandbox=ctx.sandbox, network=False, phase=Phase.PLANNING

@@ -21,11 +21,9 @@ from openjules.engine.sandbox import (
     sandbox_from_settings,
 )
 from openjules.settings import Settings
+from tests.engine.agent_support import needs_bubblewrap
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None and not os.environ.get("CI"),
-    reason="bubblewrap is not installed (make test installs it)",
-)
+pytestmark = needs_bubblewrap
 
 NOBODY = 65534
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,12 +21,9 @@ import pytest
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
 from openjules.testing import register_source as register
-from tests.engine.agent_support import TERMINAL, activities, kinds, wait_for_state
+from tests.engine.agent_support import TERMINAL, activities, kinds, needs_bubblewrap, wait_for_state
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("bwrap") is None and not os.environ.get("CI"),
-    reason="bubblewrap is not installed (make test installs it)",
-)
+pytestmark = needs_bubblewrap
 OPENJULES = str(Path(sys.executable).with_name("openjules"))
 
 
@@ -63,8 +59,9 @@ SHELL_TURN = 2
 class Worker:
     """An `openjules worker` subprocess in its own process group."""
 
-    def __init__(self, *, settings: Settings, model: FakeModel, home: Path,
-                 concurrency: int = 2) -> None:
+    def __init__(
+        self, *, settings: Settings, model: FakeModel, home: Path, concurrency: int = 2
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
         env.update(
             HOME=str(home),
@@ -81,7 +78,9 @@ class Worker:
         self.log = home / "worker.log"
         self.process = subprocess.Popen(
             [OPENJULES, "worker", "--concurrency", str(concurrency)],
-            env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT,
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -103,8 +102,7 @@ class Worker:
 @pytest.fixture
 def api(server_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
     """The HTTP API alone (workers=0): sessions are run by the worker processes."""
-    settings = server_settings.model_copy(update={"data_dir": tmp_path / "api",
-                                                  "workers": 0})
+    settings = server_settings.model_copy(update={"data_dir": tmp_path / "api", "workers": 0})
     with LiveServer(settings) as live:
         yield live
 
@@ -117,16 +115,18 @@ def user(api: LiveServer) -> Iterator[httpx.Client]:
 
 
 def run_to_completion(client: httpx.Client, source: str) -> dict[str, Any]:
-    sid = client.post("/sessions", json={"prompt": "Write two files",
-                                         "sourceContext": {"source": source}}).json()["id"]
+    sid = client.post(
+        "/sessions", json={"prompt": "Write two files", "sourceContext": {"source": source}}
+    ).json()["id"]
     return wait_for_state(client, sid, TERMINAL, timeout=90)
 
 
 def test_a_worker_killed_mid_work_is_replaced_and_the_session_completes_unchanged(
     api: LiveServer, user: httpx.Client, repo: Path, tmp_path: Path
 ) -> None:
-    source = register(api.settings, location=str(repo), owner="acme",
-                      repo=f"crash-{secrets.token_hex(3)}")
+    source = register(
+        api.settings, location=str(repo), owner="acme", repo=f"crash-{secrets.token_hex(3)}"
+    )
     # The reference: the same script, uninterrupted.
     with FakeModel(scripted(CRASH_SCRIPT)) as model:
         worker = Worker(settings=api.settings, model=model, home=tmp_path / "ref")
@@ -139,9 +139,13 @@ def test_a_worker_killed_mid_work_is_replaced_and_the_session_completes_unchange
     with FakeModel(scripted(CRASH_SCRIPT)) as model:
         first = Worker(settings=api.settings, model=model, home=tmp_path / "w1")
         try:
-            sid = user.post("/sessions", json={
-                "prompt": "Write two files", "sourceContext": {"source": source},
-            }).json()["id"]
+            sid = user.post(
+                "/sessions",
+                json={
+                    "prompt": "Write two files",
+                    "sourceContext": {"source": source},
+                },
+            ).json()["id"]
             deadline = time.monotonic() + 60
             # The model has handed out the `sleep 3` command: the worker is mid-command.
             while not any(turn_of(r) == SHELL_TURN for r in model.requests):
@@ -161,8 +165,10 @@ def test_a_worker_killed_mid_work_is_replaced_and_the_session_completes_unchange
     items = activities(user, sid)
     assert kinds(items) == expected_kinds
     assert len({a["id"] for a in items}) == len(items)
-    assert (session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
-            == reference["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"])
+    assert (
+        session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+        == reference["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+    )
     patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
     assert "+++ b/first.txt" in patch
     assert "+++ b/second.txt" in patch
@@ -181,16 +187,23 @@ def test_two_workers_share_fifty_sessions_each_run_once_at_a_time(
 ) -> None:
     if backend != "postgresql":
         pytest.skip("several worker processes are a PostgreSQL deployment")
-    source = register(api.settings, location=str(repo), owner="acme",
-                      repo=f"fleet-{secrets.token_hex(3)}")
+    source = register(
+        api.settings, location=str(repo), owner="acme", repo=f"fleet-{secrets.token_hex(3)}"
+    )
     with FakeModel(scripted(PER_SESSION)) as model:
-        workers = [Worker(settings=api.settings, model=model, home=tmp_path / f"w{i}",
-                          concurrency=3) for i in range(2)]
+        workers = [
+            Worker(settings=api.settings, model=model, home=tmp_path / f"w{i}", concurrency=3)
+            for i in range(2)
+        ]
         try:
             ids = [
-                user.post("/sessions", json={
-                    "prompt": f"Task {i}", "sourceContext": {"source": source},
-                }).json()["id"]
+                user.post(
+                    "/sessions",
+                    json={
+                        "prompt": f"Task {i}",
+                        "sourceContext": {"source": source},
+                    },
+                ).json()["id"]
                 for i in range(50)
             ]
             sessions = [wait_for_state(user, sid, TERMINAL, timeout=180) for sid in ids]
@@ -198,16 +211,17 @@ def test_two_workers_share_fifty_sessions_each_run_once_at_a_time(
             for worker in workers:
                 worker.stop()
         prompts = Counter(
-            next(m["content"] for m in r["messages"] if m["role"] == "user")
-            for r in model.requests
+            next(m["content"] for m in r["messages"] if m["role"] == "user") for r in model.requests
         )
 
-    failed = {s["id"]: activities(user, s["id"])[-1].get("sessionFailed") for s in sessions
-              if s["state"] != "COMPLETED"}
+    failed = {
+        s["id"]: activities(user, s["id"])[-1].get("sessionFailed")
+        for s in sessions
+        if s["state"] != "COMPLETED"
+    }
     assert failed == {}
     for sid in ids:
-        assert kinds(activities(user, sid)) == ["planGenerated", "planApproved",
-                                                "sessionCompleted"]
+        assert kinds(activities(user, sid)) == ["planGenerated", "planApproved", "sessionCompleted"]
     # Each session asked the model exactly once per step: no second worker ran it too.
     assert prompts == Counter({f"Task {i}": len(PER_SESSION) for i in range(50)})
     # Both processes took part: each keeps its own mirror of the source once it runs one.
