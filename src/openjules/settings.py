@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     workers: int = 2
     lease_seconds: float = 30.0
 
+    # GitHub (or GitHub Enterprise: https://HOST/api/v3): registers sources, authenticates
+    # clones, fetches and pushes to that host, and opens pull requests. The token is used
+    # host-side only; agent commands never see it.
+    github_api_url: str = "https://api.github.com"
+    github_token: str = ""
+    # Who the commits of pull requests are by.
+    git_author_name: str = "openjules"
+    git_author_email: str = "openjules@localhost"
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -51,8 +51,17 @@ def fake_model() -> Iterator[FakeModel]:
 
 
 @pytest.fixture
+def agent_settings_overrides() -> dict[str, Any]:
+    """Extra settings for ``agent_server``; modules override this fixture."""
+    return {}
+
+
+@pytest.fixture
 def agent_server(
-    server_settings: Settings, fake_model: FakeModel, tmp_path: Path
+    server_settings: Settings,
+    fake_model: FakeModel,
+    tmp_path: Path,
+    agent_settings_overrides: dict[str, Any],
 ) -> Iterator[LiveServer]:
     settings = server_settings.model_copy(
         update={
@@ -63,6 +72,7 @@ def agent_server(
             "model": "fake-model",
             "model_max_retries": 2,
             "model_timeout_seconds": 10.0,
+            **agent_settings_overrides,
         }
     )
     with LiveServer(settings) as live:

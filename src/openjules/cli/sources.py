@@ -11,10 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules._errors import InvalidArgument
 from openjules.cli.context import database_options, run_in_db
 from openjules.engine import git
+from openjules.engine.forge import catalog
+from openjules.engine.forge.access import GitHubAccess
+from openjules.engine.forge.github import GitHubClient, GitHubError
 from openjules.engine.repository import describe_repository
 from openjules.settings import Settings
 from openjules.store import sources as source_store
-from openjules.store.sources import SourceRecord
+from openjules.store.sources import Forge, SourceRecord
+
+GITHUB_PREFIX = "github:"
 
 
 def _read(location: str, *, owner: str, repo: str, is_private: bool) -> SourceRecord:
@@ -24,20 +29,51 @@ def _read(location: str, *, owner: str, repo: str, is_private: bool) -> SourceRe
         raise click.ClickException(str(exc)) from exc
 
 
+def _github(settings: Settings) -> GitHubClient:
+    return GitHubClient(GitHubAccess.from_settings(settings))
+
+
+def _read_github(settings: Settings, *, owner: str, repo: str) -> SourceRecord:
+    try:
+        with _github(settings) as client:
+            found = catalog.repository(client, owner=owner, repo=repo)
+    except GitHubError as exc:
+        raise click.ClickException(exc.message) from exc
+    if isinstance(found, catalog.Skipped):
+        raise click.ClickException(f"{found.full_name} cannot be a source: {found.reason}.")
+    return found
+
+
+def _reread(settings: Settings, record: SourceRecord) -> SourceRecord:
+    """``record`` with branches as they are now, keeping how its sessions run."""
+    if record.forge is Forge.GITHUB:
+        fresh = _read_github(settings, owner=record.owner, repo=record.repo)
+    else:
+        fresh = _read(
+            record.url, owner=record.owner, repo=record.repo, is_private=record.is_private
+        )
+    return replace(fresh, setup_script=record.setup_script, network_allowed=record.network_allowed)
+
+
 @click.group()
 def sources() -> None:
     """Register and inspect sources (git repositories sessions work on)."""
 
 
 @sources.command("add")
-@click.argument("location", metavar="PATH_OR_URL")
+@click.argument("location", metavar="PATH_OR_URL|github:OWNER/REPO")
 @click.option(
     "--name",
     default=None,
     metavar="OWNER/REPO",
-    help="Exposed as sources/github/OWNER/REPO [default local/<directory name>].",
+    help="Exposed as sources/github/OWNER/REPO [default local/<directory name>; not for github:].",
 )
-@click.option("--private", "is_private", is_flag=True, help="Mark the repository private.")
+@click.option(
+    "--private",
+    "is_private",
+    is_flag=True,
+    help="Mark the repository private (github: sources take this from GitHub).",
+)
 @click.option(
     "--setup-script",
     type=click.File("r"),
@@ -59,7 +95,36 @@ def add(
     *,
     settings: Settings,
 ) -> None:
-    """Add (or update) a source from a local path or any git URL."""
+    """Add (or update) a source from a local path, any git URL, or GitHub.
+
+    With github:OWNER/REPO the repository is read through GitHub's API with
+    OPENJULES_GITHUB_TOKEN (OPENJULES_GITHUB_API_URL for GitHub Enterprise), and sessions
+    with AUTO_CREATE_PR open pull requests on it.
+    """
+    github_name = location.removeprefix(GITHUB_PREFIX) if location.startswith(GITHUB_PREFIX) else ""
+    if github_name:
+        owner, _, repo = github_name.partition("/")
+        if not repo or "/" in repo:
+            raise click.BadParameter("expected github:OWNER/REPO", param_hint="PATH_OR_URL")
+        if name:
+            raise click.BadParameter(
+                "a GitHub source is always named after its repository", param_hint="--name"
+            )
+        try:
+            source_store.validate_owner_repo(owner, repo)
+        except InvalidArgument as exc:
+            raise click.ClickException(exc.message) from exc
+        record = replace(
+            _read_github(settings, owner=owner, repo=repo),
+            setup_script=setup_script.read() if setup_script else None,
+            network_allowed=allow_network,
+        )
+        _save(settings, [record])
+        click.echo(
+            f"Added {record.name} ({git.redact_url(record.url)}): default branch "
+            f"{record.default_branch}, {len(record.branches)} branch(es)."
+        )
+        return
     try:
         location = git.normalize_location(location)
     except git.GitError as exc:
@@ -80,14 +145,84 @@ def add(
         network_allowed=allow_network,
     )
 
-    async def action(conn: AsyncConnection) -> SourceRecord:
-        return await source_store.upsert(conn, record=record)
+    _save(settings, [record])
+    click.echo(
+        f"Added {record.name} ({git.redact_url(location)}): default branch "
+        f"{record.default_branch}, {len(record.branches)} branch(es)."
+    )
+
+
+def _save(settings: Settings, records: list[SourceRecord], *, remove: tuple[str, ...] = ()) -> None:
+    async def action(conn: AsyncConnection) -> None:
+        for record in records:
+            await source_store.upsert(conn, record=record)
+        for name in remove:
+            await source_store.delete(conn, name=name)
 
     run_in_db(settings, action)
-    click.echo(
-        f"Added {record.name} ({location}): default branch {record.default_branch}, "
-        f"{len(record.branches)} branch(es)."
-    )
+
+
+@sources.command("sync")
+@click.option(
+    "--github",
+    "from_github",
+    is_flag=True,
+    required=True,
+    help="Register every repository OPENJULES_GITHUB_TOKEN can reach.",
+)
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove GitHub sources the token can no longer reach.",
+)
+@database_options
+def sync(from_github: bool, prune: bool, *, settings: Settings) -> None:
+    """Register repositories from a forge as sources (existing ones are updated)."""
+    access = GitHubAccess.from_settings(settings)
+    if not access.token:
+        raise click.ClickException(
+            "Set OPENJULES_GITHUB_TOKEN to a GitHub token first (and OPENJULES_GITHUB_API_URL "
+            "for GitHub Enterprise, e.g. https://github.example.com/api/v3)."
+        )
+    found: list[SourceRecord] = []
+    skipped = 0
+    try:
+        with GitHubClient(access) as client:
+            for item in catalog.every_repository(client):
+                if isinstance(item, catalog.Skipped):
+                    skipped += 1
+                    click.echo(f"Skipped {item.full_name}: {item.reason}.")
+                    continue
+                found.append(item)
+                click.echo(
+                    f"Found {item.owner}/{item.repo}: default branch {item.default_branch}, "
+                    f"{len(item.branches)} branch(es)."
+                )
+    except GitHubError as exc:
+        raise click.ClickException(exc.message) from exc
+
+    async def existing(conn: AsyncConnection) -> list[SourceRecord]:
+        return await source_store.all_records(conn)
+
+    known = {r.name: r for r in run_in_db(settings, existing)}
+    # A re-sync keeps how each source's sessions run (setup script, network).
+    merged = [
+        replace(r, setup_script=old.setup_script, network_allowed=old.network_allowed)
+        if (old := known.get(r.name))
+        else r
+        for r in found
+    ]
+    seen = {r.name for r in found}
+    gone = tuple(sorted(n for n, r in known.items() if r.forge is Forge.GITHUB and n not in seen))
+    _save(settings, merged, remove=gone if prune else ())
+    summary = f"Synced {len(found)} repositories from GitHub ({skipped} skipped)."
+    if gone:
+        summary += (
+            f" Removed {len(gone)} that the token no longer reaches."
+            if prune
+            else f" {len(gone)} registered GitHub source(s) were not found; --prune removes them."
+        )
+    click.echo(summary)
 
 
 @sources.command("list")
@@ -103,7 +238,9 @@ def list_(*, settings: Settings) -> None:
         click.echo("No sources. Add one with `openjules sources add PATH_OR_URL`.")
         return
     for r in records:
-        click.echo(f"{r.name}\t{r.default_branch}\t{len(r.branches)} branches\t{r.url}")
+        click.echo(
+            f"{r.name}\t{r.default_branch}\t{len(r.branches)} branches\t{git.redact_url(r.url)}"
+        )
 
 
 @sources.command("refresh")
@@ -121,20 +258,8 @@ def refresh(names: tuple[str, ...], *, settings: Settings) -> None:
     if unknown:
         raise click.ClickException(f"Unknown source(s): {', '.join(sorted(unknown))}")
     chosen = [r for r in records if not wanted or r.name in wanted]
-    fresh = [
-        replace(
-            _read(r.url, owner=r.owner, repo=r.repo, is_private=r.is_private),
-            setup_script=r.setup_script,
-            network_allowed=r.network_allowed,
-        )
-        for r in chosen
-    ]
-
-    async def save(conn: AsyncConnection) -> None:
-        for record in fresh:
-            await source_store.upsert(conn, record=record)
-
-    run_in_db(settings, save)
+    fresh = [_reread(settings, r) for r in chosen]
+    _save(settings, fresh)
     for r in fresh:
         click.echo(
             f"Refreshed {r.name}: default branch {r.default_branch}, {len(r.branches)} branch(es)."

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,7 +33,32 @@ class RemoteInfo:
     branches: list[str]
 
 
-def git_env() -> dict[str, str]:
+@dataclass(frozen=True)
+class HttpAuth:
+    """An ``Authorization`` header git sends to URLs under ``url_prefix`` only.
+
+    It reaches git through the environment (``GIT_CONFIG_*``), never a command line, a
+    config file or a remote URL, so it cannot leak into ``ps``, a repository or an error
+    message; and it is scoped to one host, so a redirect elsewhere does not carry it.
+    """
+
+    url_prefix: str
+    header: str = field(repr=False)
+
+    def applies_to(self, url: str) -> bool:
+        return url.startswith(self.url_prefix)
+
+    def env(self) -> dict[str, str]:
+        return {
+            "GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": f"http.{self.url_prefix}.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: {self.header}",
+            "GIT_CONFIG_KEY_1": "http.followRedirects",
+            "GIT_CONFIG_VALUE_1": "false",
+        }
+
+
+def git_env(auth: HttpAuth | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     # No system or user configuration: filters, fsmonitor, pagers and URL rewrites there
     # would run or redirect on repository content we do not trust.
@@ -42,16 +67,31 @@ def git_env() -> dict[str, str]:
         GIT_ASKPASS="/bin/true",
         GIT_CONFIG_NOSYSTEM="1",
         GIT_CONFIG_GLOBAL="/dev/null",
+        # ssh must fail rather than ask about host keys or passphrases: nobody can answer.
+        GIT_SSH_COMMAND="ssh -o BatchMode=yes",
     )
+    if auth is not None:
+        env.update(auth.env())
     return env
 
 
-def run_git(args: list[str], *, cwd: Path | None = None, timeout: float = GIT_TIMEOUT_S) -> str:
+def run_git_result(
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = GIT_TIMEOUT_S,
+    auth: HttpAuth | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run git and return its result whatever the exit code (callers that parse failures)."""
+    env = git_env(auth)
+    if extra_env:
+        env.update(extra_env)
     try:
-        done = subprocess.run(
+        return subprocess.run(
             ["git", *SAFE_CONFIG, *args],
             cwd=cwd,
-            env=git_env(),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -62,11 +102,28 @@ def run_git(args: list[str], *, cwd: Path | None = None, timeout: float = GIT_TI
         raise GitError("git is not installed on this machine.") from exc
     except subprocess.TimeoutExpired as exc:
         raise GitError(f"git {args[0]} timed out after {timeout:.0f}s.") from exc
+
+
+def failure_reason(output: str) -> str:
+    """The line of git's output that says why it failed ("" if there is none)."""
+    detail = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    # The first "fatal:"/"error:" line says why; the last is often generic advice.
+    reasons = [ln for ln in detail if ln.startswith(("fatal:", "error:"))] or detail[-1:]
+    return reasons[0] if reasons else ""
+
+
+def run_git(
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    timeout: float = GIT_TIMEOUT_S,
+    auth: HttpAuth | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> str:
+    done = run_git_result(args, cwd=cwd, timeout=timeout, auth=auth, extra_env=extra_env)
     if done.returncode != 0:
-        detail = [ln.strip() for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-        # The first "fatal:"/"error:" line says why; the last is often generic advice.
-        reasons = [ln for ln in detail if ln.startswith(("fatal:", "error:"))] or detail[-1:]
-        raise GitError(f"git {args[0]} failed: {reasons[0] if reasons else done.returncode}")
+        reason = failure_reason(done.stderr or done.stdout) or f"exit code {done.returncode}"
+        raise GitError(f"git {args[0]} failed: {reason}")
     return done.stdout
 
 
@@ -86,9 +143,9 @@ def normalize_location(location: str) -> str:
     return str(path)
 
 
-def read_remote(location: str) -> RemoteInfo:
+def read_remote(location: str, *, auth: HttpAuth | None = None) -> RemoteInfo:
     """Branches and the default branch of a repository, read with ``git ls-remote``."""
-    output = run_git(["ls-remote", "--symref", location, "HEAD", "refs/heads/*"])
+    output = run_git(["ls-remote", "--symref", location, "HEAD", "refs/heads/*"], auth=auth)
     default = ""
     branches: list[str] = []
     for line in output.splitlines():
@@ -115,3 +172,16 @@ def default_source_name(location: str) -> tuple[str, str]:
     repo = parts[-1].removesuffix(".git") if parts else "repo"
     owner = parts[-2] if len(parts) >= 2 else "local"
     return owner, repo
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user name or password, fit for messages people and logs see."""
+    if "://" not in url:
+        return url
+    parsed = urlparse(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    host = parsed.hostname or ""
+    if parsed.port is not None:
+        host = f"{host}:{parsed.port}"
+    return parsed._replace(netloc=host).geturl()

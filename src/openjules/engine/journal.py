@@ -24,6 +24,7 @@ from openjules._types import (
 )
 from openjules.engine import prompts
 from openjules.engine.agent import Step, StepOutcome
+from openjules.engine.forge.delivery import Delivered, Publisher
 from openjules.engine.tools.base import (
     AskUser,
     CompleteStep,
@@ -52,6 +53,8 @@ class DatabaseJournal:
     # The patch as of the last file-changing step (the checkpoint's). Steps that only
     # report (complete_step, finish) reuse it: files change only through mutating tools.
     last_patch: str = ""
+    # Pushes and opens the pull request on finish (AUTO_CREATE_PR sessions with a source).
+    publisher: Publisher | None = None
 
     async def new_user_messages(self, *, after_us: int) -> list[tuple[int, str]]:
         async with self.db.read() as conn:
@@ -64,6 +67,16 @@ class DatabaseJournal:
         if step.mutated:
             patch = await asyncio.to_thread(self.workspace.patch, base_commit=self.base_commit)
             self.last_patch = patch
+        delivered = Delivered()
+        if isinstance(step.effect, Finish) and self.publisher is not None:
+            # Before the step's transaction: the pull request must be among the outputs
+            # the moment clients see COMPLETED.
+            delivered = await self.publisher.publish(
+                base_commit=self.base_commit,
+                patch=self.last_patch,
+                message=step.effect.commit_message,
+                summary=step.effect.summary,
+            )
         phase = Phase(step.transcript.phase)
         stop = False
         try:
@@ -133,19 +146,31 @@ class DatabaseJournal:
                     stop = True
                 elif isinstance(effect, Finish):
                     change_set = self._change_set(self.last_patch, message=effect.commit_message)
+                    finished = [
+                        NewActivity(
+                            kind=SessionCompleted(),
+                            originator=Originator.AGENT,
+                            description=effect.summary,
+                            artifacts=[Artifact(change_set=change_set)],
+                        )
+                    ]
+                    if delivered.notice:
+                        finished.insert(
+                            0,
+                            NewActivity(
+                                kind=AgentMessaged(agent_message=delivered.notice),
+                                originator=Originator.AGENT,
+                            ),
+                        )
+                    outputs = [SessionOutput(change_set=change_set)]
+                    if delivered.pull_request is not None:
+                        outputs.insert(0, SessionOutput(pull_request=delivered.pull_request))
                     await transitions.apply(
                         conn,
                         session_id=self.session_id,
                         event=Event.COMPLETED,
-                        new_activities=[
-                            NewActivity(
-                                kind=SessionCompleted(),
-                                originator=Originator.AGENT,
-                                description=effect.summary,
-                                artifacts=[Artifact(change_set=change_set)],
-                            )
-                        ],
-                        outputs=[SessionOutput(change_set=change_set)],
+                        new_activities=finished,
+                        outputs=outputs,
                     )
                     stop = True
                 await agent_state.save_transcript(

@@ -11,10 +11,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from openjules._types import State
+from openjules._types import AutomationMode, State
 from openjules.engine import prompts
 from openjules.engine.agent import Agent, AgentLimits
-from openjules.engine.git import GitError
+from openjules.engine.forge.access import GitHubAccess
+from openjules.engine.forge.delivery import Publisher
+from openjules.engine.forge.explain import explain_git_failure
+from openjules.engine.forge.push import Author
+from openjules.engine.git import GitError, HttpAuth, redact_url
 from openjules.engine.journal import DatabaseJournal, fail_session
 from openjules.engine.model import NOT_CONFIGURED, Model, model_config
 from openjules.engine.runner import LocalRunner
@@ -34,7 +38,7 @@ from openjules.settings import Settings
 from openjules.store import agent_state, sources, tables, transitions
 from openjules.store.agent_state import Checkpoint, Transcript
 from openjules.store.database import Database
-from openjules.store.sources import SourceRecord
+from openjules.store.sources import Forge, SourceRecord
 from openjules.store.transitions import Event
 
 log = logging.getLogger("openjules.engine")
@@ -46,6 +50,8 @@ AGENTS_MD_MAX_CHARS = 20_000
 class SessionFacts:
     state: State
     prompt: str
+    title: str
+    auto_pr: bool
     source: SourceRecord | None
     branch: str
     require_approval: bool
@@ -58,6 +64,7 @@ class SessionWorker:
     def __init__(self, *, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
+        self.github = GitHubAccess.from_settings(settings)
         self.limits = AgentLimits(
             max_turns=settings.agent_max_turns,
             max_tokens=settings.agent_max_tokens,
@@ -92,6 +99,7 @@ class SessionWorker:
                 source=facts.source.name if facts.source else "",
                 require_approval=facts.require_approval,
                 last_patch=facts.checkpoint.patch if facts.checkpoint else "",
+                publisher=self._publisher(session_id, facts),
             )
             context = ToolContext(
                 workspace=workspace,
@@ -133,6 +141,8 @@ class SessionWorker:
             return SessionFacts(
                 state=State(row.state),
                 prompt=row.prompt,
+                title=row.title,
+                auto_pr=row.automation_mode == AutomationMode.AUTO_CREATE_PR.value,
                 source=source,
                 branch=row.starting_branch or "",
                 require_approval=row.require_plan_approval,
@@ -160,7 +170,15 @@ class SessionWorker:
             mirror = mirror_path(
                 self.settings.data_dir, owner=facts.source.owner, repo=facts.source.repo
             )
-            sync_mirror(url=facts.source.url, mirror=mirror)
+            try:
+                sync_mirror(url=facts.source.url, mirror=mirror, auth=self._git_auth(facts.source))
+            except GitError as exc:
+                where = redact_url(facts.source.url)
+                github = facts.source.forge is Forge.GITHUB
+                raise GitError(
+                    f"Could not fetch the source repository: "
+                    f"{explain_git_failure(str(exc), where=where, github=github)}"
+                ) from exc
             workspace, base = create_from_mirror(
                 mirror=mirror,
                 root=root,
@@ -170,6 +188,28 @@ class SessionWorker:
         if checkpoint is not None:
             apply_patch(workspace, checkpoint.patch)
         return workspace, base
+
+    def _git_auth(self, source: SourceRecord) -> HttpAuth | None:
+        return self.github.git_auth(source.url) if source.forge is Forge.GITHUB else None
+
+    def _publisher(self, session_id: str, facts: SessionFacts) -> Publisher | None:
+        """Who delivers the session's changes on finish: only AUTO_CREATE_PR sessions with
+        a source (a repoless session's files stay in its changeSet)."""
+        if facts.source is None or not facts.auto_pr:
+            return None
+        return Publisher(
+            db=self.db,
+            session_id=session_id,
+            session_title=facts.title,
+            source=facts.source,
+            base_branch=facts.branch,
+            mirror=mirror_path(
+                self.settings.data_dir, owner=facts.source.owner, repo=facts.source.repo
+            ),
+            scratch_path=self.settings.data_dir / "deliveries" / f"{session_id}.git",
+            github=self.github,
+            author=Author(name=self.settings.git_author_name, email=self.settings.git_author_email),
+        )
 
     def _prepare_spare(self, source: SourceRecord) -> None:
         mirror = mirror_path(self.settings.data_dir, owner=source.owner, repo=source.repo)

@@ -30,7 +30,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from openjules.engine.git import GitError, run_git
+from openjules.engine.git import GitError, HttpAuth, run_git
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
@@ -43,7 +43,7 @@ def mirror_path(data_dir: Path, *, owner: str, repo: str) -> Path:
     return data_dir / "mirrors" / owner / f"{repo}.git"
 
 
-def sync_mirror(*, url: str, mirror: Path) -> None:
+def sync_mirror(*, url: str, mirror: Path, auth: HttpAuth | None = None) -> None:
     """Create the mirror, or fetch new commits into it. Old objects are kept (no prune of
     objects) because session clones borrow them through git alternates.
 
@@ -56,11 +56,15 @@ def sync_mirror(*, url: str, mirror: Path) -> None:
         if not (mirror / "HEAD").exists():
             tmp = mirror.with_name(mirror.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            run_git(["clone", "--mirror", "--quiet", url, str(tmp)])
+            run_git(["clone", "--mirror", "--quiet", url, str(tmp)], auth=auth)
             run_git(["config", "gc.auto", "0"], cwd=tmp)
             tmp.rename(mirror)
             return
-        run_git(["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"], cwd=mirror)
+        run_git(
+            ["fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*"],
+            cwd=mirror,
+            auth=auth,
+        )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
     now = now_us()
     existing = (
         await conn.execute(
-            select(tables.jobs.c.state).where(tables.jobs.c.session_id == session_id)
+            select(tables.jobs.c.state)
+            .where(tables.jobs.c.session_id == session_id)
             .with_for_update()  # a finish() in flight commits first; then we see its state
         )
     ).first()

@@ -55,6 +55,7 @@ def to_wire(row: Any, *, public_base_url: str) -> Session:
         source_context = SourceContext(
             source=row.source_name,
             github_repo_context=GitHubRepoContext(starting_branch=row.starting_branch or ""),
+            working_branch=row.working_branch or "",
         )
     return Session(
         name=f"sessions/{row.id}",
@@ -142,6 +143,7 @@ async def create(
         "create_time": now,
         "update_time": now,
         "last_activity_time": 0,
+        "working_branch": None,
     }
     await conn.execute(tables.sessions.insert().values(**row))
     await jobs.enqueue(conn, session_id=session_id)

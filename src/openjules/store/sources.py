@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 from dataclasses import dataclass
@@ -22,6 +23,13 @@ NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SOURCE_ID = re.compile(r"^github/([^/]+)/([^/]+)$")
 
 
+class Forge(enum.Enum):
+    """Where a source's repository lives, which decides how its changes are delivered."""
+
+    GITHUB = "github"  # a repository of the configured GitHub: token, pull requests
+    GIT = "git"  # any other URL or local path: branches are pushed, nothing more
+
+
 @dataclass(frozen=True)
 class SourceRecord:
     owner: str
@@ -32,6 +40,7 @@ class SourceRecord:
     branches: list[str]
     setup_script: str | None = None
     network_allowed: bool = False
+    forge: Forge = Forge.GIT
 
     @property
     def id(self) -> str:
@@ -73,6 +82,7 @@ def _record(row: object) -> SourceRecord:
         branches=json.loads(row.branches),  # type: ignore[attr-defined]
         setup_script=row.setup_script,  # type: ignore[attr-defined]
         network_allowed=bool(row.network_allowed),  # type: ignore[attr-defined]
+        forge=Forge(row.forge),  # type: ignore[attr-defined]
     )
 
 
@@ -89,6 +99,7 @@ async def upsert(conn: AsyncConnection, *, record: SourceRecord) -> SourceRecord
         "branches": json.dumps(record.branches),
         "setup_script": record.setup_script,
         "network_allowed": record.network_allowed,
+        "forge": record.forge.value,
         "create_time": now,
         "update_time": now,
     }
@@ -134,3 +145,7 @@ async def list_page(
     records = [_record(r) for r in rows[:page_size]]
     token = _record(rows[page_size]).id if len(rows) > page_size else ""
     return records, token
+
+
+async def delete(conn: AsyncConnection, *, name: str) -> None:
+    await conn.execute(tables.sources.delete().where(tables.sources.c.name == name))

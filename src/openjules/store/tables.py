@@ -66,6 +66,8 @@ sources = Table(
     Column("setup_script", Text, nullable=True),
     # Whether agent commands of this source may use the network.
     Column("network_allowed", Boolean, nullable=False, server_default=false()),
+    # Where the repository lives: "github" (API and token apply) or "git" (any URL or path).
+    Column("forge", String(16), nullable=False, server_default="git"),
 )
 
 sessions = Table(
@@ -87,6 +89,8 @@ sessions = Table(
     Column("update_time", BigInteger, nullable=False),
     # createTime of the newest activity; the next one is at least 1 ms later.
     Column("last_activity_time", BigInteger, nullable=False, default=0),
+    # The branch the session's changes were pushed to (sourceContext.workingBranch).
+    Column("working_branch", String(255), nullable=True),
     Index("ix_sessions_owner_list", "owner_id", "archived", "create_time", "id"),
 )
 
@@ -166,5 +170,21 @@ checkpoints = Table(
     Column("base_commit", String(64), nullable=False),
     # Cumulative patch from base_commit after the last mutating step.
     Column("patch", Text, nullable=False),
+    Column("update_time", BigInteger, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column(
+        "session_id", String(20), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("branch", String(255), nullable=False),
+    # A commit about to be pushed: after a crash the remote branch may already hold it.
+    Column("pending_commit", String(64), nullable=True),
+    # The branch's tip as this session last pushed it; later commits build on it.
+    Column("pushed_commit", String(64), nullable=True),
+    # The pull request's wire JSON (PullRequest), once one is open.
+    Column("pull_request", Text, nullable=True),
     Column("update_time", BigInteger, nullable=False),
 )
