@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import time
@@ -18,9 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from openjules.testing import FakeModel, LiveServer
-from openjules.testing.fake_github import FakeGitHub, Operation
-from openjules.testing.server import register_github_source
+from openjules.testing import FakeGitHub, FakeModel, LiveServer, Operation, register_github_source
 from tests.conftest import git
 from tests.engine.agent_support import (
     TERMINAL,
@@ -123,9 +122,15 @@ def assert_token_nowhere(
     seen = json.dumps([client.get(f"/sessions/{sid}").json(), activities(client, sid)])
     assert TOKEN not in seen
     assert TOKEN not in logs.text
-    for path in data_dir.rglob("*"):
-        if path.is_file() and not path.is_symlink():
-            assert TOKEN.encode() not in path.read_bytes(), f"token written to {path}"
+    # The worker may still be checking out a spare tree: files come and go meanwhile.
+    for directory, _dirs, files in os.walk(data_dir):
+        for name in files:
+            path = Path(directory) / name
+            try:
+                content = path.read_bytes() if not path.is_symlink() else b""
+            except FileNotFoundError:
+                continue
+            assert TOKEN.encode() not in content, f"token written to {path}"
 
 
 def test_auto_create_pr_opens_a_pull_request_whose_branch_is_base_plus_patch(
@@ -216,7 +221,11 @@ FAILURES = {
     "push-rejected": ("reject", None, "was rejected"),
     "push-403": ("fail", (Operation.GIT_PUSH, 403), "refused access (403)"),
     "pull-401": ("fail", (Operation.CREATE_PULL, 401), "rejected the token"),
-    "pull-403": ("fail", (Operation.CREATE_PULL, 403), "not allowed to open a pull request"),
+    "pull-403": (
+        "fail",
+        (Operation.CREATE_PULL, 403),
+        "not allowed to open a pull request from make-the-app-greet-the-world-",
+    ),
     "pull-404": ("fail", (Operation.CREATE_PULL, 404), "could not find"),
     "pull-422": ("fail", (Operation.CREATE_PULL, 422), "refused to open a pull request"),
 }
@@ -252,6 +261,8 @@ def test_a_forge_failure_still_completes_with_the_change_set_and_says_why(
     assert "changeSet" in notice
     if how == "reject":
         assert "Protected branch policy" in notice
+    if failure == "pull-403":  # what the token lacks
+        assert "Pull requests (read and write)" in notice
     if failure.startswith("pull"):
         # The branch was pushed: the user can open the pull request by hand.
         assert session["sourceContext"]["workingBranch"] in notice

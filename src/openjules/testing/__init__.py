@@ -3,19 +3,33 @@
 - ``LiveServer``: the openjules API on a free loopback port, in a background thread.
 - ``provision_user``: a user and an API key, written straight to the database.
 - ``register_source``: a git repository as a source (what ``openjules sources add`` does).
+- ``register_github_source``: a repository of a (fake) GitHub as a source
+  (``openjules sources add github:OWNER/REPO``).
 - ``FakeModel``: a scripted OpenAI-compatible Chat Completions server (``fake_model``).
+- ``FakeGitHub``: GitHub's REST API and git over HTTP, backed by real bare repositories,
+  with injectable failures (``fake_github``).
 """
 
+from openjules.testing.fake_github import FakeGitHub, Operation, PullRecord
 from openjules.testing.fake_model import FakeModel, Fault, Reply, Stall, ToolCall
-from openjules.testing.server import LiveServer, provision_user, register_source
+from openjules.testing.server import (
+    LiveServer,
+    provision_user,
+    register_github_source,
+    register_source,
+)
 
 __all__ = [
+    "FakeGitHub",
     "FakeModel",
     "Fault",
     "LiveServer",
+    "Operation",
+    "PullRecord",
     "Reply",
     "Stall",
     "ToolCall",
     "provision_user",
+    "register_github_source",
     "register_source",
 ]

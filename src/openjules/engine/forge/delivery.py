@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,7 +41,10 @@ KEPT_IN_CHANGESET = (
 
 def branch_name(*, title: str, session_id: str) -> str:
     """``<slug>-<sessionId>``, the form Jules uses (e.g. ``fix-login-bug-1234…``)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:BRANCH_SLUG_MAX].strip("-")
+    # Accents folded to ASCII ("Überprüfe" → "uberprufe"); other scripts drop out.
+    ascii_title = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_title.lower()).strip("-")[:BRANCH_SLUG_MAX]
+    slug = slug.strip("-")
     return f"{slug or 'openjules'}-{session_id}"
 
 
@@ -149,12 +153,7 @@ class Publisher:
                 self._open_pull, branch=record.branch, message=message, summary=summary
             )
         except GitHubError as exc:
-            return self._failed(
-                record,
-                f"{exc.message} The changes are on branch `{record.branch}`, so you can open "
-                "a pull request from it yourself.",
-                pushed=True,
-            )
+            return self._failed(record, exc.message, pushed=True)
         record = replace(record, pull_request=pull)
         await self._save(record)
         log.info("session %s: opened pull request %s", self.session_id, pull.url)
@@ -217,13 +216,20 @@ class Publisher:
         log.warning("session %s: delivery failed: %s", self.session_id, reason)
         if pushed:
             opening = "I could not open a pull request: "
-        elif self._is_github:
-            opening = "I could not push the changes, so no pull request was opened: "
+            closing = (
+                f"The changes are on branch `{record.branch}`: open a pull request from it "
+                "yourself, or apply this session's changeSet output with `git apply`."
+            )
         else:
-            opening = "I could not push the changes: "
+            opening = (
+                "I could not push the changes, so no pull request was opened: "
+                if self._is_github
+                else "I could not push the changes: "
+            )
+            closing = KEPT_IN_CHANGESET
         return Delivered(
             pull_request=record.pull_request,
-            notice=f"{opening}{_sentence(reason)} {KEPT_IN_CHANGESET}",
+            notice=f"{opening}{_sentence(reason)} {closing}",
         )
 
     async def _save(self, record: DeliveryRecord) -> None:
