@@ -12,7 +12,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -270,7 +270,25 @@ def test_a_forge_failure_still_completes_with_the_change_set_and_says_why(
     assert_token_nowhere(client, sid, logs, agent_server.settings.data_dir)
 
 
-def test_a_network_failure_after_the_work_is_done_still_completes(
+def lose_the_network(github: FakeGitHub) -> None:
+    github.stop()
+
+
+def revoke_the_token(github: FakeGitHub) -> None:
+    github.token = "ghp_rotated" + secrets.token_hex(8)
+
+
+@pytest.mark.parametrize(
+    ("mishap", "says"),
+    [
+        (lose_the_network, "could not be reached"),
+        (revoke_the_token, "refused the credentials. Check that OPENJULES_GITHUB_TOKEN"),
+    ],
+    ids=["network-down", "token-revoked"],
+)
+def test_losing_github_after_the_work_is_done_still_completes(
+    mishap: Callable[[FakeGitHub], None],
+    says: str,
     client: httpx.Client,
     fake_model: FakeModel,
     github: FakeGitHub,
@@ -278,42 +296,20 @@ def test_a_network_failure_after_the_work_is_done_still_completes(
     agent_server: LiveServer,
     logs: pytest.LogCaptureFixture,
 ) -> None:
+    """The repository was cloned and the agent worked; then, as it finishes, GitHub
+    becomes unreachable or stops accepting the token."""
     fake_model.push(*WORK[:-1])
 
-    def finish_after_github_goes_away(_request: dict[str, Any]) -> Any:
-        github.stop()  # the repository was cloned; now the network to GitHub is gone
+    def finish_after_the_mishap(_request: dict[str, Any]) -> Any:
+        mishap(github)
         return WORK[-1]
 
-    fake_model.respond_with(finish_after_github_goes_away)
+    fake_model.respond_with(finish_after_the_mishap)
     sid = create(client, gh_source)
     session = completed(client, sid)
     assert "pullRequest" not in outputs_by_kind(session)
     notice = activities(client, sid)[-2]["agentMessaged"]["agentMessage"]
-    assert "could not be reached" in notice, notice
-    assert_token_nowhere(client, sid, logs, agent_server.settings.data_dir)
-
-
-def test_a_wrong_token_is_explained_and_never_echoed(
-    client: httpx.Client,
-    fake_model: FakeModel,
-    github: FakeGitHub,
-    gh_source: str,
-    agent_server: LiveServer,
-    logs: pytest.LogCaptureFixture,
-) -> None:
-    """The token is revoked while the agent works: the clone worked, the push cannot."""
-    fake_model.push(*WORK[:-1])
-
-    def finish_after_the_token_is_revoked(_request: dict[str, Any]) -> Any:
-        github.token = "ghp_rotated" + secrets.token_hex(8)
-        return WORK[-1]
-
-    fake_model.respond_with(finish_after_the_token_is_revoked)
-    sid = create(client, gh_source)
-    completed(client, sid)
-    notice = activities(client, sid)[-2]["agentMessaged"]["agentMessage"]
-    assert "refused the credentials" in notice, notice
-    assert "OPENJULES_GITHUB_TOKEN" in notice
+    assert says in notice, notice
     assert_token_nowhere(client, sid, logs, agent_server.settings.data_dir)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import TextIO
 
 import click
@@ -101,55 +103,46 @@ def add(
     OPENJULES_GITHUB_TOKEN (OPENJULES_GITHUB_API_URL for GitHub Enterprise), and sessions
     with AUTO_CREATE_PR open pull requests on it.
     """
-    github_name = location.removeprefix(GITHUB_PREFIX) if location.startswith(GITHUB_PREFIX) else ""
-    if github_name:
-        owner, _, repo = github_name.partition("/")
-        if not repo or "/" in repo:
-            raise click.BadParameter("expected github:OWNER/REPO", param_hint="PATH_OR_URL")
+    read: Callable[[], SourceRecord]
+    if location.startswith(GITHUB_PREFIX):
         if name:
             raise click.BadParameter(
                 "a GitHub source is always named after its repository", param_hint="--name"
             )
-        try:
-            source_store.validate_owner_repo(owner, repo)
-        except InvalidArgument as exc:
-            raise click.ClickException(exc.message) from exc
-        record = replace(
-            _read_github(settings, owner=owner, repo=repo),
-            setup_script=setup_script.read() if setup_script else None,
-            network_allowed=allow_network,
-        )
-        _save(settings, [record])
-        click.echo(
-            f"Added {record.name} ({git.redact_url(record.url)}): default branch "
-            f"{record.default_branch}, {len(record.branches)} branch(es)."
-        )
-        return
-    try:
-        location = git.normalize_location(location)
-    except git.GitError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if name:
-        owner, _, repo = name.partition("/")
-        if not repo or "/" in repo:
-            raise click.BadParameter("expected OWNER/REPO", param_hint="--name")
+        owner, repo = _owner_repo(location.removeprefix(GITHUB_PREFIX), hint="github:OWNER/REPO")
+        read = partial(_read_github, settings, owner=owner, repo=repo)
     else:
-        owner, repo = git.default_source_name(location)
+        try:
+            location = git.normalize_location(location)
+        except git.GitError as exc:
+            raise click.ClickException(str(exc)) from exc
+        owner, repo = (
+            _owner_repo(name, hint="--name OWNER/REPO")
+            if name
+            else git.default_source_name(location)
+        )
+        read = partial(_read, location, owner=owner, repo=repo, is_private=is_private)
     try:
         source_store.validate_owner_repo(owner, repo)
     except InvalidArgument as exc:
         raise click.ClickException(exc.message) from exc
     record = replace(
-        _read(location, owner=owner, repo=repo, is_private=is_private),
+        read(),
         setup_script=setup_script.read() if setup_script else None,
         network_allowed=allow_network,
     )
-
     _save(settings, [record])
     click.echo(
-        f"Added {record.name} ({git.redact_url(location)}): default branch "
+        f"Added {record.name} ({git.redact_url(record.url)}): default branch "
         f"{record.default_branch}, {len(record.branches)} branch(es)."
     )
+
+
+def _owner_repo(text: str, *, hint: str) -> tuple[str, str]:
+    owner, _, repo = text.partition("/")
+    if not owner or not repo or "/" in repo:
+        raise click.BadParameter(f"expected {hint}")
+    return owner, repo
 
 
 def _save(settings: Settings, records: list[SourceRecord], *, remove: tuple[str, ...] = ()) -> None:
