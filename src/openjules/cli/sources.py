@@ -99,11 +99,16 @@ def add(
 ) -> None:
     """Add (or update) a source from a local path, any git URL, or GitHub.
 
-    With github:OWNER/REPO the repository is read through GitHub's API with
+    With github:OWNER/REPO (or a URL of the configured GitHub, e.g.
+    https://github.com/OWNER/REPO) the repository is read through GitHub's API with
     OPENJULES_GITHUB_TOKEN (OPENJULES_GITHUB_API_URL for GitHub Enterprise), and sessions
     with AUTO_CREATE_PR open pull requests on it.
     """
     read: Callable[[], SourceRecord]
+    on_github = GitHubAccess.from_settings(settings).repository_of(location)
+    if on_github and not name:
+        # A URL of the configured GitHub is that GitHub's repository: pull requests apply.
+        location = f"{GITHUB_PREFIX}{on_github[0]}/{on_github[1]}"
     if location.startswith(GITHUB_PREFIX):
         if name:
             raise click.BadParameter(
@@ -178,12 +183,13 @@ def sync(from_github: bool, prune: bool, *, settings: Settings) -> None:
             "for GitHub Enterprise, e.g. https://github.example.com/api/v3)."
         )
     found: list[SourceRecord] = []
-    skipped = 0
+    # Reachable but not usable now (empty, archived): not gone, so never pruned.
+    skipped: set[str] = set()
     try:
         with GitHubClient(access) as client:
             for item in catalog.every_repository(client):
                 if isinstance(item, catalog.Skipped):
-                    skipped += 1
+                    skipped.add(f"sources/github/{item.full_name}")
                     click.echo(f"Skipped {item.full_name}: {item.reason}.")
                     continue
                 found.append(item)
@@ -205,10 +211,10 @@ def sync(from_github: bool, prune: bool, *, settings: Settings) -> None:
         else r
         for r in found
     ]
-    seen = {r.name for r in found}
+    seen = {r.name for r in found} | skipped
     gone = tuple(sorted(n for n, r in known.items() if r.forge is Forge.GITHUB and n not in seen))
     _save(settings, merged, remove=gone if prune else ())
-    summary = f"Synced {len(found)} repositories from GitHub ({skipped} skipped)."
+    summary = f"Synced {len(found)} repositories from GitHub ({len(skipped)} skipped)."
     if gone:
         summary += (
             f" Removed {len(gone)} that the token no longer reaches."

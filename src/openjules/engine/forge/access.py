@@ -40,6 +40,16 @@ class GitHubAccess:
     def clone_url(self, owner: str, repo: str) -> str:
         return f"{self.git_base_url}{owner}/{repo}.git"
 
+    def repository_of(self, url: str) -> tuple[str, str] | None:
+        """``(owner, repo)`` if ``url`` is a repository of this GitHub
+        (``https://github.com/OWNER/REPO[.git]``), else None."""
+        if not url.startswith(self.git_base_url):
+            return None
+        parts = url[len(self.git_base_url) :].rstrip("/").split("/")
+        if len(parts) != 2 or not all(parts):
+            return None
+        return parts[0], parts[1].removesuffix(".git")
+
     def git_auth(self, url: str) -> HttpAuth | None:
         """The token as git credentials, for ``url`` on this GitHub's host only."""
         if not self.token or not url.startswith(self.git_base_url):

@@ -132,9 +132,15 @@ class GitHubClient:
                 return
             response = self._request("GET", url, params=query, action=action)
             yield from response.json()
-            # The next page's URL carries every query parameter itself.
+            # The next page's URL carries every query parameter itself. It must stay on the
+            # API's host: the token goes wherever it points.
             url = response.links.get("next", {}).get("url")
             query = None
+            if url is not None and not _same_origin(url, self.access.api_url):
+                raise GitHubError(
+                    f"GitHub's next-page link while trying to {action} points to another "
+                    f"host ({httpx.URL(url).host}); openjules did not follow it."
+                )
         raise GitHubError(f"GitHub returned more than {MAX_PAGES} pages while trying to {action}.")
 
     def _url(self, path: str) -> str:
@@ -172,6 +178,11 @@ class GitHubClient:
                     )
             time.sleep(RETRY_DELAY_S * (attempt + 1))
         raise AssertionError("unreachable")
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = httpx.URL(url), httpx.URL(base)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 def _network_reason(exc: httpx.HTTPError) -> str:
