@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -187,6 +187,24 @@ async def test_an_empty_patch_is_not_delivered(setup: Setup) -> None:
     assert result.pull_request is None
     assert "nothing to push" in result.notice
     assert setup.github.pulls() == []
+
+
+async def test_without_a_token_nothing_is_pushed_and_the_notice_says_what_to_set(
+    setup: Setup,
+) -> None:
+    publisher = replace(
+        setup.publisher, github=GitHubAccess(api_url=setup.github.api_url, token="")
+    )
+    result = await publisher.publish(
+        base_commit=setup.base,
+        patch=setup.patch(**{"app.py": "print('hi')\n"}),
+        message="Hi",
+        summary="",
+    )
+    assert result.pull_request is None
+    assert "OPENJULES_GITHUB_TOKEN" in result.notice
+    assert "changeSet" in result.notice
+    assert not [r for r in setup.github.requests if "receive-pack" in r.path]
 
 
 @pytest.mark.parametrize(

@@ -105,10 +105,9 @@ class Publisher:
             )
         message = message.strip() or self.session_title
         auth = self.github.git_auth(self.source.url) if self._is_github else None
-        scratch = await asyncio.to_thread(
-            Scratch.create, path=self.scratch_path, mirror=self.mirror
-        )
+        scratch = Scratch(self.scratch_path)
         try:
+            await asyncio.to_thread(scratch.init, mirror=self.mirror)
             prepared = await asyncio.to_thread(
                 self._prepare, scratch, record, base_commit, patch, message, auth
             )
@@ -136,6 +135,8 @@ class Publisher:
             return self._failed(
                 record, explain_git_failure(str(exc), where=self._where, github=self._is_github)
             )
+        except OSError as exc:  # e.g. a full disk under the data directory
+            return self._failed(record, f"openjules could not prepare the commit ({exc})")
         finally:
             await asyncio.to_thread(scratch.remove)
         if not self._is_github:

@@ -39,14 +39,13 @@ class Scratch:
 
     path: Path
 
-    @classmethod
-    def create(cls, *, path: Path, mirror: Path) -> Scratch:
-        shutil.rmtree(path, ignore_errors=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        run_git(["init", "--quiet", "--bare", str(path)])
-        alternates = path / "objects" / "info" / "alternates"
+    def init(self, *, mirror: Path) -> None:
+        """Create the repository afresh (a crashed delivery may have left one)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        run_git(["init", "--quiet", "--bare", str(self.path)])
+        alternates = self.path / "objects" / "info" / "alternates"
         alternates.write_text(str((mirror / "objects").resolve()) + "\n")
-        return cls(path)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
