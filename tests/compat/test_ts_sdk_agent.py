@@ -27,8 +27,8 @@ from openjules.testing import (
     LiveServer,
     Reply,
     provision_user,
-    register_github_source,
 )
+from tests.cli.support import Target, ok, run_openjules
 from tests.compat.conftest import MISSING_REPO, NodeRunner
 from tests.conftest import git, make_client
 from tests.engine.agent_support import (
@@ -300,20 +300,27 @@ def agent_settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def github_sources(agent_server: LiveServer, github: FakeGitHub) -> dict[str, str]:
-    """Every repository of the fake GitHub registered (as `sources add github:O/R` does)."""
-    registered = {}
-    for full_name in EXPECTED_SOURCES:
-        owner, name = full_name.split("/")
-        registered[full_name] = register_github_source(
-            agent_server.settings, owner=owner, repo=name
-        )
+def github_sources(
+    agent_server: LiveServer, github: FakeGitHub, tmp_path: Path
+) -> dict[str, str]:
+    """Every repository of the fake GitHub registered by the real `openjules sources sync
+    --github` against the server's database (one repository per page: three pages)."""
+    settings = agent_server.settings
+    home = tmp_path / "cli-home"
+    home.mkdir()
+    target = Target(
+        backend="", home=home, data_dir=settings.data_dir, database_url=settings.database_url
+    ).with_env(OPENJULES_GITHUB_API_URL=github.api_url, OPENJULES_GITHUB_TOKEN=github.token)
+    out = ok(run_openjules(target, "sources", "sync", "--github"))
+    assert f"Synced {len(EXPECTED_SOURCES)} repositories from GitHub (0 skipped)." in out, out
+    pages = sorted(r.query for r in github.requests if r.path == "/api/v3/user/repos")
+    assert len(pages) == 3, pages
     # The branches really were read page by page (acme/lib has three).
     assert any(
         r.path.endswith("/repos/acme/lib/branches") and "page=3" in r.query
         for r in github.requests
     )
-    return registered
+    return {full_name: f"sources/github/{full_name}" for full_name in EXPECTED_SOURCES}
 
 
 def test_sources_lists_each_registered_github_repository_once(
