@@ -301,6 +301,11 @@ def test_add_github_repository(
     assert source["githubRepo"]["isPrivate"] is True
     assert source["githubRepo"]["defaultBranch"] == {"displayName": "main"}
     assert branch_names(source) == ["develop", "feature-x", "main"]
+    listing = ok(run_openjules(target, "sources", "list"))
+    line = next(line for line in listing.splitlines() if line.startswith(f"{name}\t"))
+    assert line.split("\t")[1:5] == [
+        "main", "3 branches", "github", fake.clone_url(owner, "app")
+    ], line
     # One repository only, read directly (not by listing the account's repositories).
     assert missing(client, f"sources/github/{owner}/other")
     assert not [r for r in fake.requests if r.path == "/api/v3/user/repos"]

@@ -238,7 +238,8 @@ def list_(*, settings: Settings) -> None:
         return
     for r in records:
         click.echo(
-            f"{r.name}\t{r.default_branch}\t{len(r.branches)} branches\t{git.redact_url(r.url)}"
+            f"{r.name}\t{r.default_branch}\t{len(r.branches)} branches\t{r.forge.value}\t"
+            f"{git.redact_url(r.url)}"
         )
 
 
