@@ -4,38 +4,14 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from openjules.testing import LiveServer, register_source
+from tests.cli.sources_support import branch_names, get_source, make_repo
 from tests.cli.support import Target, ok, run_many, run_openjules
 from tests.conftest import git
-
-
-def make_repo(parent: Path, name: str) -> Path:
-    """A real repository with branches main (default), develop and feature/x."""
-    path = parent / name
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "README.md").write_text(f"# {name}\n")
-    git("add", "README.md", cwd=path)
-    git("commit", "-q", "-m", "initial", cwd=path)
-    git("branch", "develop", cwd=path)
-    git("branch", "feature/x", cwd=path)
-    return path
-
-
-def get_source(client: httpx.Client, name: str) -> dict[str, Any]:
-    response = client.get(f"/{name}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def branch_names(source: dict[str, Any]) -> list[str]:
-    return sorted(b["displayName"] for b in source["githubRepo"]["branches"])
 
 
 def test_add_path_is_named_local_dirname(

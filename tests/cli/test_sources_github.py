@@ -13,7 +13,6 @@ import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -27,6 +26,8 @@ from openjules.testing import (
     provision_user,
     register_github_source,
 )
+from tests.cli.sources_support import branch_names, get_source
+from tests.cli.sources_support import make_repo as make_source_repo
 from tests.cli.support import Target, ok, run_many, run_openjules
 from tests.conftest import git
 
@@ -35,15 +36,7 @@ WRONG_TOKEN = "ghp_wrongWRONGwrong0123456789abcdef"
 
 def make_repo(parent: Path, name: str) -> Path:
     """A real repository with branches main (checked out), develop and feature-x."""
-    path = parent / name
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "README.md").write_text(f"# {name}\n")
-    git("add", "README.md", cwd=path)
-    git("commit", "-q", "-m", "initial", cwd=path)
-    git("branch", "develop", cwd=path)
-    git("branch", "feature-x", cwd=path)
-    return path
+    return make_source_repo(parent, name, branches=("develop", "feature-x"))
 
 
 def tag() -> str:
@@ -63,21 +56,10 @@ def github_settings(server: LiveServer, fake: FakeGitHub) -> Settings:
     )
 
 
-def get_source(client: httpx.Client, name: str) -> dict[str, Any]:
-    response = client.get(f"/{name}")
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 def missing(client: httpx.Client, name: str) -> bool:
     response = client.get(f"/{name}")
     assert response.status_code in (200, 404), response.text
     return response.status_code == 404
-
-
-def branch_names(source: dict[str, Any]) -> list[str]:
-    return sorted(b["displayName"] for b in source["githubRepo"]["branches"])
 
 
 def failed(result: subprocess.CompletedProcess[str], code: int = 1) -> str:

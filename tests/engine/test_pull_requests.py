@@ -13,6 +13,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -217,23 +218,58 @@ def test_a_follow_up_adds_a_commit_to_the_same_branch_and_keeps_one_pull_request
     assert tree_files(checkout(bare, pull["headRef"], tmp_path / "pr")) == tree_files(expected)
 
 
-FAILURES = {
-    "push-rejected": ("reject", None, "was rejected"),
-    "push-403": ("fail", (Operation.GIT_PUSH, 403), "refused access (403)"),
-    "pull-401": ("fail", (Operation.CREATE_PULL, 401), "rejected the token"),
-    "pull-403": (
-        "fail",
-        (Operation.CREATE_PULL, 403),
-        "not allowed to open a pull request from make-the-app-greet-the-world-",
+@dataclass(frozen=True)
+class Mishap:
+    """What goes wrong with GitHub as the agent finishes (the clone worked), and what the
+    explaining activity must say."""
+
+    happen: Callable[[FakeGitHub], None]
+    says: tuple[str, ...]
+    branch_pushed: bool = False
+
+
+def failing(operation: Operation, status: int) -> Callable[[FakeGitHub], None]:
+    return lambda github: github.fail(operation, status, times=10)
+
+
+MISHAPS = {
+    "push-rejected": Mishap(
+        lambda github: github.reject_pushes(
+            "acme", "greeter", message="Protected branch policy: no pushes"
+        ),
+        ("was rejected", "Protected branch policy"),
     ),
-    "pull-404": ("fail", (Operation.CREATE_PULL, 404), "could not find"),
-    "pull-422": ("fail", (Operation.CREATE_PULL, 422), "refused to open a pull request"),
+    "push-403": Mishap(failing(Operation.GIT_PUSH, 403), ("refused access (403)",)),
+    "pull-401": Mishap(
+        failing(Operation.CREATE_PULL, 401), ("rejected the token",), branch_pushed=True
+    ),
+    "pull-403": Mishap(
+        failing(Operation.CREATE_PULL, 403),
+        (
+            "not allowed to open a pull request from make-the-app-greet-the-world-",
+            "Pull requests (read and write)",  # what the token lacks
+        ),
+        branch_pushed=True,
+    ),
+    "pull-404": Mishap(
+        failing(Operation.CREATE_PULL, 404), ("could not find",), branch_pushed=True
+    ),
+    "pull-422": Mishap(
+        failing(Operation.CREATE_PULL, 422),
+        ("refused to open a pull request",),
+        branch_pushed=True,
+    ),
+    "network-down": Mishap(lambda github: github.stop(), ("could not be reached",)),
+    "token-revoked": Mishap(
+        lambda github: setattr(github, "token", "ghp_rotated" + secrets.token_hex(8)),
+        ("refused the credentials. Check that OPENJULES_GITHUB_TOKEN",),
+    ),
 }
 
 
-@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("mishap", sorted(MISHAPS))
 def test_a_forge_failure_still_completes_with_the_change_set_and_says_why(
-    failure: str,
+    mishap: str,
     client: httpx.Client,
     fake_model: FakeModel,
     github: FakeGitHub,
@@ -241,75 +277,31 @@ def test_a_forge_failure_still_completes_with_the_change_set_and_says_why(
     agent_server: LiveServer,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    how, injected, says = FAILURES[failure]
-    if how == "reject":
-        github.reject_pushes("acme", "greeter", message="Protected branch policy: no pushes")
-    else:
-        assert injected is not None
-        operation, status = injected
-        github.fail(operation, status, times=10)
-    fake_model.push(*WORK)
+    case = MISHAPS[mishap]
+    fake_model.push(*WORK[:-1])
+
+    def finish_after_the_mishap(_request: dict[str, Any]) -> Any:
+        case.happen(github)
+        return WORK[-1]
+
+    fake_model.respond_with(finish_after_the_mishap)
     sid = create(client, gh_source)
     session = completed(client, sid)
+
     outputs = outputs_by_kind(session)
     assert "pullRequest" not in outputs
     assert "+print('hello, world')" in outputs["changeSet"]["gitPatch"]["unidiffPatch"]
     items = activities(client, sid)
     assert kinds(items)[-2:] == ["agentMessaged", "sessionCompleted"]
     notice = items[-2]["agentMessaged"]["agentMessage"]
-    assert says in notice, notice
+    for phrase in case.says:
+        assert phrase in notice, notice
     assert "changeSet" in notice
-    if how == "reject":
-        assert "Protected branch policy" in notice
-    if failure == "pull-403":  # what the token lacks
-        assert "Pull requests (read and write)" in notice
-    if failure.startswith("pull"):
-        # The branch was pushed: the user can open the pull request by hand.
+    if case.branch_pushed:  # the user can open the pull request by hand
         assert session["sourceContext"]["workingBranch"] in notice
-    assert github.pulls() == []
-    assert_token_nowhere(client, sid, logs, agent_server.settings.data_dir)
-
-
-def lose_the_network(github: FakeGitHub) -> None:
-    github.stop()
-
-
-def revoke_the_token(github: FakeGitHub) -> None:
-    github.token = "ghp_rotated" + secrets.token_hex(8)
-
-
-@pytest.mark.parametrize(
-    ("mishap", "says"),
-    [
-        (lose_the_network, "could not be reached"),
-        (revoke_the_token, "refused the credentials. Check that OPENJULES_GITHUB_TOKEN"),
-    ],
-    ids=["network-down", "token-revoked"],
-)
-def test_losing_github_after_the_work_is_done_still_completes(
-    mishap: Callable[[FakeGitHub], None],
-    says: str,
-    client: httpx.Client,
-    fake_model: FakeModel,
-    github: FakeGitHub,
-    gh_source: str,
-    agent_server: LiveServer,
-    logs: pytest.LogCaptureFixture,
-) -> None:
-    """The repository was cloned and the agent worked; then, as it finishes, GitHub
-    becomes unreachable or stops accepting the token."""
-    fake_model.push(*WORK[:-1])
-
-    def finish_after_the_mishap(_request: dict[str, Any]) -> Any:
-        mishap(github)
-        return WORK[-1]
-
-    fake_model.respond_with(finish_after_the_mishap)
-    sid = create(client, gh_source)
-    session = completed(client, sid)
-    assert "pullRequest" not in outputs_by_kind(session)
-    notice = activities(client, sid)[-2]["agentMessaged"]["agentMessage"]
-    assert says in notice, notice
+    else:
+        assert "workingBranch" not in session["sourceContext"]
+    assert [p for p in github.pulls() if p.state == "open"] == []
     assert_token_nowhere(client, sid, logs, agent_server.settings.data_dir)
 
 
