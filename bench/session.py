@@ -24,10 +24,14 @@ mirror with a spare tree ready (what a session pays in the steady state) against
 configuration, interleaved, several times each; the cold path (no spare: a full checkout),
 prepare_spare and a clone without checkout are shown for comparison.
 
+With ``--auto-pr`` the source lives on a fake GitHub (real HTTP, git over HTTP into a bare
+repository) and sessions ask for AUTOMATION_MODE AUTO_CREATE_PR: each finish commits the
+patch, pushes the branch and opens a pull request before COMPLETED, timed as "delivery".
+
 Aims, reported but not enforced: median create -> COMPLETED <= 1.5 s; workspace preparation
 <= 0.2x `git clone --no-local`.
 
-    .venv/bin/python bench/session.py [--sessions 5] [--files 10000] [--clones 5]
+    .venv/bin/python bench/session.py [--sessions 5] [--files 10000] [--clones 5] [--auto-pr]
 
 Exit status: 0 when the benchmark ran (PASS or FAIL against the aims), 2 when it could not
 run (a session failed, a tool is missing, a timeout).
@@ -60,6 +64,7 @@ from typing import Any
 import httpx
 
 from openjules.engine import session_work
+from openjules.engine.forge.delivery import Publisher
 from openjules.engine.git import git_env, run_git
 from openjules.engine.journal import DatabaseJournal
 from openjules.engine.model import Model
@@ -75,10 +80,20 @@ from openjules.engine.workspace import (
 )
 from openjules.settings import Settings
 from openjules.store.database import Database
-from openjules.testing import FakeModel, Fault, LiveServer, Reply, ToolCall, provision_user
+from openjules.testing import (
+    FakeGitHub,
+    FakeModel,
+    Fault,
+    LiveServer,
+    Reply,
+    ToolCall,
+    provision_user,
+    register_github_source,
+)
 from openjules.testing import register_source as register
 
 AIM_SECONDS = 1.5
+DELIVERY = "delivery (commit, push, pull request)"
 AIM_RATIO = 0.2
 POLL_SECONDS = 0.005
 SESSION_TIMEOUT = 120.0
@@ -249,6 +264,7 @@ class Probes:
         self._time_async(Sandbox, "run", "sandbox: commands")
         self._time_async(Model, "complete", "model")
         self._time_sync(Workspace, "patch", "patches (host git)")
+        self._time_async(Publisher, "publish", DELIVERY)
         self._time_sync(Workspace, "remove", "cleanup")
         self._time_sync(SessionWorker, "_prepare_spare", "spare refill")
         self._time_context(Database, "read", "database")
@@ -324,13 +340,16 @@ class Measured:
     calls: dict[str, list[float]]
 
 
-def run_one(client: httpx.Client, source: str, probes: Probes, number: int) -> Measured:
+def run_one(
+    client: httpx.Client, source: str, probes: Probes, number: int, *, auto_pr: bool
+) -> Measured:
     began = time.perf_counter()
     response = client.post(
         "/sessions",
         json={
             "prompt": f"Benchmark session {number}: make the three planned changes.",
             "sourceContext": {"source": source, "githubRepoContext": {"startingBranch": "main"}},
+            "automationMode": "AUTO_CREATE_PR" if auto_pr else "AUTOMATION_MODE_UNSPECIFIED",
         },
     )
     if response.status_code != 200:
@@ -354,7 +373,10 @@ def run_one(client: httpx.Client, source: str, probes: Probes, number: int) -> M
         reason = next((a["sessionFailed"]["reason"] for a in items.get("activities", [])
                        if "sessionFailed" in a), "no reason recorded")
         raise BenchError(f"session {sid} FAILED: {reason}")
-    patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
+    outputs = {key: value for output in session["outputs"] for key, value in output.items()}
+    if auto_pr and "pullRequest" not in outputs:
+        raise BenchError(f"session {sid} opened no pull request")
+    patch = outputs["changeSet"]["gitPatch"]["unidiffPatch"]
     missing = [m for m in PATCH_MUST_HAVE if m not in patch]
     if missing or probe.failed_commands:
         raise BenchError(f"session {sid} did not do its work: missing {missing} in the patch; "
@@ -425,6 +447,7 @@ ORDER = [
     "sandbox: commands",
     "model",
     "patches (host git)",
+    DELIVERY,
     "database",
     "COMPLETED committed -> seen by a GET",
 ]
@@ -454,6 +477,8 @@ def report_sessions(measured: Sequence[Measured]) -> float:
     print(f"create -> COMPLETED, median of {len(measured)} sessions: {total:.3f} s")
     print(f"  {'part':<42} {'median s':>9} {'share':>6} {'calls':>6}")
     for part in ORDER:
+        if part == DELIVERY and not any(m.counts.get(part) for m in measured):
+            continue  # sessions without AUTO_CREATE_PR deliver nothing
         value = statistics.median(m.parts.get(part, 0.0) for m in measured)
         calls = statistics.median(m.counts.get(part, 0) for m in measured)
         label = ("  " + part.split(": ", 1)[1]) if part in SUB_PARTS else part
@@ -518,6 +543,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=SandboxKind.BUBBLEWRAP.value,
         help="where agent commands run [bubblewrap]",
     )
+    parser.add_argument(
+        "--auto-pr",
+        action="store_true",
+        help="sources on a fake GitHub; each session opens a pull request (AUTO_CREATE_PR)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.sessions < 1 or args.clones < 1 or args.warmup < 0:
@@ -568,7 +598,13 @@ def run_sessions(
 ) -> list[Measured]:
     model = serving.enter_context(FakeModel(respond))
     data = tmp / "data"
+    github: dict[str, Any] = {}
+    if args.auto_pr:
+        fake = serving.enter_context(FakeGitHub(tmp / "github"))
+        fake.add_repo("bench", "tenk", from_path=source)
+        github = {"github_api_url": fake.api_url, "github_token": fake.token}
     settings = Settings(
+        **github,
         data_dir=data,
         database_url=f"sqlite+aiosqlite:///{data / 'openjules.db'}",
         workers=1,
@@ -581,14 +617,18 @@ def run_sessions(
     )
     live = serving.enter_context(LiveServer(settings))
     key = provision_user(live.settings, name=f"bench-{secrets.token_hex(4)}")
-    name = register(live.settings, location=str(source), owner="bench", repo="tenk")
+    name = (
+        register_github_source(live.settings, owner="bench", repo="tenk")
+        if args.auto_pr
+        else register(live.settings, location=str(source), owner="bench", repo="tenk")
+    )
     client = serving.enter_context(
         httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}, timeout=30.0)
     )
 
     measured: list[Measured] = []
     for number in range(args.warmup + args.sessions):
-        result = run_one(client, name, probes, number)
+        result = run_one(client, name, probes, number, auto_pr=args.auto_pr)
         warm = number < args.warmup
         if not warm:
             measured.append(result)
@@ -608,6 +648,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, probes: Probes) -
         f"openjules session benchmark: {args.files:,}-file repository, {args.sessions} "
         f"sessions (+{args.warmup} warm-up), 3-step plan = {len(SCRIPT)} model turns, "
         f"3 commands; sandbox {args.sandbox}, SQLite, 1 worker, zero-latency fake model"
+        + ("; AUTO_CREATE_PR to a fake GitHub on loopback" if args.auto_pr else "")
     )
     print(f"Python {platform.python_version()}, git {git_version}, {os.cpu_count()} CPUs, "
           f"{'root' if os.geteuid() == 0 else 'non-root'} server")
