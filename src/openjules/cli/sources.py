@@ -54,7 +54,7 @@ def _reread(settings: Settings, record: SourceRecord) -> SourceRecord:
         fresh = _read(
             record.url, owner=record.owner, repo=record.repo, is_private=record.is_private
         )
-    return replace(fresh, setup_script=record.setup_script, network_allowed=record.network_allowed)
+    return fresh.keeping_settings_of(record)
 
 
 @click.group()
@@ -205,12 +205,7 @@ def sync(from_github: bool, prune: bool, *, settings: Settings) -> None:
 
     known = {r.name: r for r in run_in_db(settings, existing)}
     # A re-sync keeps how each source's sessions run (setup script, network).
-    merged = [
-        replace(r, setup_script=old.setup_script, network_allowed=old.network_allowed)
-        if (old := known.get(r.name))
-        else r
-        for r in found
-    ]
+    merged = [r.keeping_settings_of(old) if (old := known.get(r.name)) else r for r in found]
     seen = {r.name for r in found} | skipped
     gone = tuple(sorted(n for n, r in known.items() if r.forge is Forge.GITHUB and n not in seen))
     _save(settings, merged, remove=gone if prune else ())

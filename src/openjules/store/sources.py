@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +41,11 @@ class SourceRecord:
     setup_script: str | None = None
     network_allowed: bool = False
     forge: Forge = Forge.GIT
+
+    def keeping_settings_of(self, old: SourceRecord) -> SourceRecord:
+        """This record as re-read from its repository, with how ``old``'s sessions run
+        (setup script, network), which only an operator changes."""
+        return replace(self, setup_script=old.setup_script, network_allowed=old.network_allowed)
 
     @property
     def id(self) -> str:
