@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -94,12 +95,27 @@ class Sandbox:
         (the planning phase looks, it does not touch)."""
         limits = limits or self.limits
         extra_env = env or {}
+        # bubblewrap reports its PID namespace's init here (JSON "child-pid").
+        info_read, info_write = os.pipe() if self.kind is SandboxKind.BUBBLEWRAP else (-1, -1)
         wrap = self._wrap(
-            workspace, network=network, read_only=read_only, ro_binds=ro_binds, env=extra_env
+            workspace,
+            network=network,
+            read_only=read_only,
+            ro_binds=ro_binds,
+            env=extra_env,
+            info_fd=info_write,
         )
         argv = [*self._prlimit(limits), *wrap, *self._drop_privileges(), "/bin/bash", "-c", command]
         started = time.monotonic()
-        process = await self._spawn(argv, workspace=workspace, env=extra_env)
+        try:
+            process = await self._spawn(
+                argv, workspace=workspace, env=extra_env, keep_fd=info_write
+            )
+        except BaseException:
+            _close(info_read)
+            raise
+        finally:
+            _close(info_write)
         assert process.stdout is not None
         collector = _Output(limit=limits.output_bytes)
         reader = asyncio.create_task(collector.drain(process.stdout))
@@ -111,6 +127,11 @@ class Sandbox:
         finally:
             _kill_group(process.pid)
             await process.wait()
+            # bubblewrap exits as soon as the command does, while the kernel is still
+            # killing what the command left in the namespace: wait for that, so no
+            # process of the command outlives run().
+            await _until_gone(_namespace_init(info_read))
+            _close(info_read)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(reader, timeout=5)
         output = collector.text()
@@ -125,7 +146,7 @@ class Sandbox:
         )
 
     async def _spawn(
-        self, argv: list[str], *, workspace: Path, env: dict[str, str]
+        self, argv: list[str], *, workspace: Path, env: dict[str, str], keep_fd: int
     ) -> asyncio.subprocess.Process:
         sandboxed = self.kind is SandboxKind.BUBBLEWRAP
         return await asyncio.create_subprocess_exec(
@@ -137,6 +158,7 @@ class Sandbox:
             env={} if sandboxed else {**BASE_ENV, **env},
             cwd=None if sandboxed else workspace,
             start_new_session=True,
+            pass_fds=(keep_fd,) if keep_fd >= 0 else (),
             # Unsandboxed commands of a root server drop to the sandbox uid directly.
             user=None if sandboxed else self._run_as_uid(),
             group=None if sandboxed else self._run_as_gid(),
@@ -197,11 +219,14 @@ class Sandbox:
         read_only: bool,
         ro_binds: Sequence[tuple[Path, str]],
         env: dict[str, str],
+        info_fd: int,
     ) -> list[str]:
         if self.kind is SandboxKind.UNSANDBOXED:
             return []
         args = [
             _tool("bwrap"),
+            "--info-fd",
+            str(info_fd),
             "--die-with-parent",
             "--new-session",
             "--hostname",
@@ -266,6 +291,56 @@ def _tool(name: str) -> str:
     if path is None:
         raise SandboxUnavailable(f"`{name}` is not installed on this machine.")
     return path
+
+
+NAMESPACE_EXIT_TIMEOUT_S = 5.0
+NAMESPACE_POLL_S = 0.002
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _namespace_init(info_fd: int) -> int | None:
+    """The host pid of the sandbox's PID-namespace init, from bubblewrap's info fd (which it
+    has written and closed by now: bubblewrap has exited)."""
+    if info_fd < 0:
+        return None
+    os.set_blocking(info_fd, False)
+    try:
+        data = os.read(info_fd, 65536)
+    except OSError:
+        return None
+    try:
+        pid = json.loads(data or b"{}").get("child-pid")
+    except ValueError:
+        return None
+    return pid if isinstance(pid, int) and pid > 0 else None
+
+
+async def _until_gone(pid: int | None) -> None:
+    """Wait until ``pid`` has exited. For a PID namespace's init that means every process
+    of the namespace has exited too: the kernel kills and reaps them before init's exit
+    completes (a zombie init is done)."""
+    if pid is None:
+        return
+    # Polled: there is no waiting on a process that is not our child (bubblewrap's was).
+    for _ in range(int(NAMESPACE_EXIT_TIMEOUT_S / NAMESPACE_POLL_S)):
+        if _exited(pid):
+            return
+        await asyncio.sleep(NAMESPACE_POLL_S)
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` is gone or a zombie (a procfs read: never blocks on a disk)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state follows the command name, which is in parentheses and may hold spaces.
+    return stat[stat.rfind(")") + 2 :][:1] in ("Z", "X")
 
 
 def _kill_group(pid: int) -> None:
