@@ -39,8 +39,11 @@ def bare_app() -> Any:
     return Starlette(routes=[Route(HEALTH_PATH, health)])
 
 
-def openjules_app(args: argparse.Namespace) -> Any:
-    from openjules.api import create_app
+def serve_openjules(args: argparse.Namespace, sock: socket.socket) -> None:
+    """What `openjules serve` runs (migrations, the engine and its workers, the API)."""
+    import asyncio
+
+    from openjules.server import serve
     from openjules.settings import Settings
 
     settings = Settings(
@@ -48,8 +51,7 @@ def openjules_app(args: argparse.Namespace) -> Any:
         database_url=args.database_url,
         public_base_url=args.public_base_url,
     )
-    # Like `openjules serve`: the schema is migrated before the server starts.
-    return create_app(settings, migrate=False)
+    asyncio.run(serve(settings, sock=sock, log_level="warning"))
 
 
 def _exit_when_parent_goes() -> None:
@@ -68,17 +70,18 @@ def main() -> None:
     parser.add_argument("--public-base-url", default="http://bench.invalid")
     args = parser.parse_args()
 
-    app = bare_app() if args.app == "bare" else openjules_app(args)
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
     # without it every response waits ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     print(sock.getsockname()[1], flush=True)
-    server.run(sockets=[sock])
+    if args.app == "openjules":
+        serve_openjules(args, sock)
+        return
+    config = uvicorn.Config(bare_app(), log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":

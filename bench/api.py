@@ -121,7 +121,6 @@ async def _seed(url: str, activities: int) -> tuple[str, str]:
                 conn,
                 owner_id=user.id,
                 request=CreateSessionRequest(prompt="Benchmark session: 5,000 activities."),
-                public_base_url=PUBLIC_BASE_URL,
             )
         assert session.id is not None
         for first in range(0, activities, BATCH):

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RunnerKind(StrEnum):
+    """Who runs sessions: ``local`` is a lease queue in the database, worked in-process."""
+
+    LOCAL = "local"
+
+
+class SandboxKind(StrEnum):
+    BUBBLEWRAP = "bubblewrap"
+    # Development only: no isolation beyond rlimits and a clean environment.
+    UNSANDBOXED = "unsandboxed"
+
+
+class ModelProvider(StrEnum):
+    """Presets for a base URL and a default model; any OpenAI-compatible endpoint works."""
+
+    OPENAI = "openai"
+    GEMINI = "gemini"
+    ANTHROPIC = "anthropic"
+    OLLAMA = "ollama"
 
 
 def default_data_dir() -> Path:
@@ -59,6 +81,8 @@ class Settings(BaseSettings):
     agent_context_chars: int = 300_000
     # Emit bashOutput artifacts (the current TypeScript SDK rejects them; spec §5.10).
     bash_output_artifacts: bool = False
+    # Who runs sessions (a second runner is one new module under engine/).
+    runner: RunnerKind = RunnerKind.LOCAL
     # Concurrent sessions run by `openjules serve` (0: only `openjules worker` runs them).
     workers: int = 2
     lease_seconds: float = 30.0

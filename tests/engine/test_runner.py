@@ -1,5 +1,6 @@
 """LocalRunner: lease-claimed jobs run exactly once, re-run when enqueued again while
-running, are reclaimed after a dead worker's lease expires, and are retried after errors."""
+running, are reclaimed after a dead worker's lease expires, are retried after errors, and
+stop when their session stops being runnable (``cancel``, or found by the lease renewal)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from openjules._types import CreateSessionRequest
-from openjules.engine.runner import LocalRunner
+from openjules.engine.journal import fail_session
+from openjules.engine.local_runner import LocalRunner
 from openjules.settings import Settings
 from openjules.store import jobs, sessions, tables, users
 from openjules.store.database import Database
@@ -38,7 +40,6 @@ async def _new_sessions(db: Database, count: int) -> list[str]:
                 conn,
                 owner_id=user.id,
                 request=CreateSessionRequest(prompt=f"task {i}"),
-                public_base_url="http://x",
             )
             for i in range(count)
         ]
@@ -198,3 +199,79 @@ async def test_a_wake_up_racing_a_finishing_worker_is_not_lost(db: Database) -> 
         )).first()
     assert row is not None
     assert row.state == "ready"
+
+
+async def _job_state(db: Database, session_id: str) -> str:
+    async with db.read() as conn:
+        row = (await conn.execute(
+            tables.jobs.select().where(tables.jobs.c.session_id == session_id)
+        )).first()
+    return str(row.state) if row is not None else ""
+
+
+class _Hanging:
+    """Work that hangs until cancelled, recording what happened to each session."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, asyncio.Event] = {}
+        self.cancelled: list[str] = []
+        self.finished: list[str] = []
+
+    async def __call__(self, session_id: str) -> None:
+        self.started.setdefault(session_id, asyncio.Event()).set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(session_id)
+            raise
+
+    async def wait_started(self, session_id: str) -> None:
+        event = self.started.setdefault(session_id, asyncio.Event())
+        await asyncio.wait_for(event.wait(), 10)
+
+
+async def test_cancel_stops_running_work_at_once_and_releases_the_job(db: Database) -> None:
+    first, second = await _new_sessions(db, 2)
+    work = _Hanging()
+    # A long lease: only cancel(), not a renewal, can stop the work within this test.
+    runner = LocalRunner(db=db, work=work, workers=2, lease_seconds=60, poll_seconds=0.05)
+    await runner.start()
+    try:
+        await work.wait_started(first)
+        await work.wait_started(second)
+        await runner.cancel(first)
+        await _wait_until(lambda: work.cancelled == [first], limit_s=2)
+        await _wait_until(lambda: runner._running.keys() == {second}, limit_s=2)
+        assert await _job_state(db, first) == "done"  # not retried, not left leased
+        assert await _job_state(db, second) == "leased"
+        await runner.cancel("1234")  # a session not running here: nothing happens
+        await asyncio.sleep(0.1)
+        assert work.cancelled == [first]
+    finally:
+        await runner.stop()
+
+
+async def test_renewal_stops_work_whose_session_another_process_ended(db: Database) -> None:
+    """A session failed (or deleted) through another process: this runner never hears
+    cancel(), and its next lease renewal stops the work."""
+    failed, deleted, running = await _new_sessions(db, 3)
+    work = _Hanging()
+    runner = LocalRunner(db=db, work=work, workers=3, lease_seconds=0.6, poll_seconds=0.05)
+    await runner.start()
+    try:
+        for sid in (failed, deleted, running):
+            await work.wait_started(sid)
+        async with db.write() as conn:
+            await fail_session(conn, session_id=failed, reason="stopped by an operator")
+            owner = (await conn.execute(
+                tables.sessions.select().where(tables.sessions.c.id == deleted)
+            )).one().owner_id
+            await sessions.delete_session(conn, owner_id=owner, session_id=deleted)
+        # Renewals come every lease/3 = 0.2 s.
+        await _wait_until(lambda: sorted(work.cancelled) == sorted([failed, deleted]), limit_s=3)
+        assert await _job_state(db, failed) == "done"
+        await asyncio.sleep(0.5)  # two more renewals: the running session is left alone
+        assert running not in work.cancelled
+        assert await _job_state(db, running) == "leased"
+    finally:
+        await runner.stop()

@@ -1,8 +1,9 @@
-"""``create_app(settings)``: the FastAPI application. Nothing happens until it starts."""
+"""``create_app(settings, runner=…)``: the FastAPI application. Nothing happens until it
+starts; the schema is migrated and the runner started by whoever composes the server
+(``openjules.server``)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,23 +19,18 @@ from openjules.api import errors, responses, routes_activities, routes_sessions,
 from openjules.api.discovery import discovery_document
 from openjules.api.json_bodies import JSONBodies
 from openjules.api.state import AppState, KeyCache
-from openjules.engine.session_work import local_runner
+from openjules.engine.runner import Runner
 from openjules.settings import Settings
 from openjules.store.database import Database
-from openjules.store.migrate import upgrade_to_head
 
 
-def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
+    """``runner`` is told when sessions are enqueued or stop being runnable; without one,
+    workers in other processes find the work at their next poll."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        url = settings.resolved_database_url()
-        if migrate:
-            await asyncio.to_thread(upgrade_to_head, url)
-        db = Database(url, echo=settings.database_echo)
-        runner = None
-        if settings.workers > 0:
-            runner = local_runner(settings, db, workers=settings.workers)
-            await runner.start()
+        db = Database(settings.resolved_database_url(), echo=settings.database_echo)
         app.state.openjules = AppState(
             settings=settings,
             db=db,
@@ -45,8 +41,6 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            if runner is not None:
-                await runner.stop()
             await db.dispose()
 
     app = FastAPI(

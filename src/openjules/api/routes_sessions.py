@@ -21,6 +21,7 @@ from openjules._types import (
 from openjules.api import pagination, responses
 from openjules.api.auth import current_user
 from openjules.api.filters import SESSION_FIELDS, parse_filter
+from openjules.api.session_wire import render_session
 from openjules.api.state import AppState
 from openjules.store import plans, sessions, transitions
 from openjules.store.activities import NewActivity
@@ -46,10 +47,9 @@ async def create_session(
             conn,
             owner_id=user.id,
             request=body or CreateSessionRequest(),
-            public_base_url=state.public_base_url,
         )
-    state.wake(session.id)
-    return responses.wire(session)
+    await state.wake(session.id)
+    return responses.wire(render_session(session, base_url=state.public_base_url))
 
 
 @router.get(
@@ -70,9 +70,9 @@ async def list_sessions(
             flt=flt,
             page_size=size,
             page_token=query.page_token,
-            public_base_url=state.public_base_url,
         )
-    return responses.wire(ListSessionsResponse(sessions=page, next_page_token=next_token))
+    rendered = [render_session(r, base_url=state.public_base_url) for r in page]
+    return responses.wire(ListSessionsResponse(sessions=rendered, next_page_token=next_token))
 
 
 @router.get(
@@ -81,10 +81,8 @@ async def list_sessions(
 async def get_session(request: Request, user: CurrentUser, session_id: str) -> Response:
     state = AppState.of(request)
     async with state.db.read() as conn:
-        session = await sessions.get(
-            conn, owner_id=user.id, session_id=session_id, public_base_url=state.public_base_url
-        )
-    return responses.wire(session)
+        session = await sessions.get(conn, owner_id=user.id, session_id=session_id)
+    return responses.wire(render_session(session, base_url=state.public_base_url))
 
 
 @router.delete(
@@ -94,8 +92,10 @@ async def get_session(request: Request, user: CurrentUser, session_id: str) -> R
     summary="sessions.delete",
 )
 async def delete_session(request: Request, user: CurrentUser, session_id: str) -> Response:
-    async with AppState.of(request).db.write() as conn:
+    state = AppState.of(request)
+    async with state.db.write() as conn:
         await sessions.delete_session(conn, owner_id=user.id, session_id=session_id)
+    await state.stop_work(session_id)
     return responses.empty()
 
 
@@ -129,7 +129,7 @@ async def send_message(
                 NewActivity(kind=UserMessaged(user_message=prompt), originator=Originator.USER)
             ],
         )
-    state.wake(session_id)
+    await state.wake(session_id)
     return responses.empty()
 
 
@@ -149,7 +149,7 @@ async def approve_plan(
     state = AppState.of(request)
     async with state.db.write() as conn:
         await plans.approve_latest(conn, owner_id=user.id, session_id=session_id)
-    state.wake(session_id)
+    await state.wake(session_id)
     return responses.empty()
 
 
@@ -161,9 +161,8 @@ async def _set_archived(request: Request, user: User, session_id: str, archived:
             owner_id=user.id,
             session_id=session_id,
             archived=archived,
-            public_base_url=state.public_base_url,
         )
-    return responses.wire(session)
+    return responses.wire(render_session(session, base_url=state.public_base_url))
 
 
 @router.post(

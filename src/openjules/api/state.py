@@ -50,13 +50,18 @@ class AppState:
     db: Database
     public_base_url: str
     key_cache: KeyCache = field(default_factory=lambda: KeyCache(0))
-    # Runs sessions in this process; None when only `openjules worker` processes do.
+    # Told about enqueued and stopped sessions; None when only other processes run them.
     runner: Runner | None = None
 
-    def wake(self, session_id: str) -> None:
-        """A job was enqueued: let a local worker claim it now instead of at its next poll."""
+    async def wake(self, session_id: str) -> None:
+        """A job was enqueued: let a worker claim it now instead of at its next poll."""
         if self.runner is not None:
-            self.runner.submit(session_id)
+            await self.runner.submit(session_id)
+
+    async def stop_work(self, session_id: str) -> None:
+        """The session no longer wants its running work (e.g. it was deleted)."""
+        if self.runner is not None:
+            await self.runner.cancel(session_id)
 
     @staticmethod
     def of(request: Request) -> AppState:

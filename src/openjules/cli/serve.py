@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,12 +19,16 @@ from openjules.store import users
 def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
     """Run the Jules-compatible API server."""
     # Imported here: the web stack costs ~0.5 s of start-up every other command avoids.
-    import uvicorn
-
-    from openjules.api import create_app
+    from openjules.server import PortInUse, bind
+    from openjules.server import serve as serve_forever
 
     listen = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=listen)
+    # Bound first: with the port taken, nothing else (database, workers) starts.
+    try:
+        sock = bind(settings.host, settings.port)
+    except PortInUse as exc:
+        raise click.ClickException(f"Cannot listen: {exc}.") from None
 
     async def bootstrap(conn: AsyncConnection) -> str | None:
         if await users.count_users(conn):
@@ -39,14 +45,11 @@ def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
         )
         click.echo(first_key)
     base = settings.resolved_public_base_url()
-    click.echo(
-        f"openjules listening on http://{settings.host}:{settings.port} "
-        f"(API base {base}/v1alpha, database {describe_database(settings)})"
-    )
-    uvicorn.run(
-        create_app(settings, migrate=False),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,
-    )
+
+    def listening() -> None:
+        click.echo(
+            f"openjules listening on http://{settings.host}:{settings.port} "
+            f"(API base {base}/v1alpha, database {describe_database(settings)})"
+        )
+
+    asyncio.run(serve_forever(settings, sock=sock, on_listening=listening))

@@ -22,31 +22,23 @@ from openjules.settings import Settings
 @database_options
 def worker(concurrency: int | None, *, settings: Settings) -> None:
     """Run agent sessions queued in the database (several workers may share PostgreSQL)."""
-    from openjules.engine.session_work import local_runner
-    from openjules.store.database import Database
+    from openjules.engine.service import EngineService
     from openjules.store.migrate import upgrade_to_head
 
     workers = concurrency if concurrency is not None else max(settings.workers, 1)
 
     async def main() -> None:
-        url = settings.resolved_database_url()
-        await asyncio.to_thread(upgrade_to_head, url)
-        db = Database(url)
-        runner = local_runner(settings, db, workers=workers)
+        await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await runner.start()
-        click.echo(
-            f"openjules worker {runner.identity}: {workers} concurrent session(s), "
-            f"database {describe_database(settings)}"
-        )
-        try:
+        async with EngineService(settings=settings, workers=workers) as engine:
+            click.echo(
+                f"openjules worker {engine.runner.identity}: {workers} concurrent session(s), "
+                f"database {describe_database(settings)}"
+            )
             await stop.wait()
-        finally:
-            await runner.stop()
-            await db.dispose()
         click.echo("worker stopped; unfinished sessions are resumed by the next worker")
 
     with contextlib.suppress(KeyboardInterrupt):

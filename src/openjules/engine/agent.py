@@ -14,10 +14,11 @@ from typing import Any, Protocol
 
 from openjules.engine import prompts
 from openjules.engine.model import Model, ModelError, ToolCallRequest
-from openjules.engine.tools.base import Effect, Phase, ToolContext, ToolResult, error
+from openjules.engine.tools.base import Effect, ToolContext, ToolResult, error
 from openjules.engine.tools.registry import tools_for
 from openjules.store.activities import NewActivity
-from openjules.store.agent_state import Transcript
+from openjules.store.agent_state import Phase, Transcript
+from openjules.timing import Part, span
 
 STOPPED_EARLY = "Not run: an earlier call in this turn ended the turn."
 
@@ -47,8 +48,10 @@ class Step:
 
 @dataclass(frozen=True)
 class StepOutcome:
-    stop: bool
-    phase: Phase
+    stop: bool  # the run ends here (the session waits, or moved on)
+    # The step staged the session's finish; delivering and completing it is up to the
+    # caller of ``Agent.run``.
+    finishing: bool = False
 
 
 class Journal(Protocol):
@@ -68,11 +71,11 @@ class Agent:
         self.context = context
         self.limits = limits
 
-    async def run(self, transcript: Transcript) -> None:
-        """Run turns until the session waits, finishes or fails."""
+    async def run(self, transcript: Transcript) -> bool:
+        """Run turns until the session waits, finishes or fails; True when it finishes
+        (the finish is staged in ``transcript.finishing``)."""
         started = time.monotonic()
         tokens = turns = idle = 0
-        phase = Phase(transcript.phase)
         while True:
             for at, text in await self.journal.new_user_messages(
                 after_us=transcript.last_user_message_time
@@ -82,16 +85,17 @@ class Agent:
             reason = self._over_limit(turns=turns, tokens=tokens, started=started)
             if reason:
                 await self.journal.fail(reason=reason, transcript=transcript)
-                return
+                return False
             _compact(transcript.messages, self.limits)
-            tools = tools_for(phase)
+            tools = tools_for(transcript.phase)
             try:
-                turn = await self.model.complete(
-                    messages=transcript.messages, tools=[t.schema() for t in tools.values()]
-                )
+                with span(Part.MODEL):
+                    turn = await self.model.complete(
+                        messages=transcript.messages, tools=[t.schema() for t in tools.values()]
+                    )
             except ModelError as exc:
                 await self.journal.fail(reason=str(exc), transcript=transcript)
-                return
+                return False
             turns += 1
             tokens += turn.prompt_tokens + turn.completion_tokens
             transcript.messages.append(turn.as_message())
@@ -105,16 +109,18 @@ class Agent:
                         ),
                         transcript=transcript,
                     )
-                    return
+                    return False
                 transcript.messages.append({"role": "user", "content": prompts.render("nudge")})
-                await self.journal.record(Step(transcript=transcript))
+                if (await self.journal.record(Step(transcript=transcript))).stop:
+                    return False
                 continue
             idle = 0
-            step = await self._run_calls(turn.tool_calls, phase=phase, transcript=transcript)
+            step = await self._run_calls(
+                turn.tool_calls, phase=transcript.phase, transcript=transcript
+            )
             outcome = await self.journal.record(step)
             if outcome.stop:
-                return
-            phase = outcome.phase
+                return outcome.finishing
 
     async def _run_calls(
         self, calls: list[ToolCallRequest], *, phase: Phase, transcript: Transcript

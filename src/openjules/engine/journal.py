@@ -1,11 +1,16 @@
 """The journal: records each agent step in one transaction (transcript, activities, state,
-checkpoint), turning tool effects into the session's activities and transitions."""
+checkpoint), turning tool effects into the session's activities and transitions.
+
+It only records. A ``finish`` is staged with the transcript; delivering the changes and
+completing the session is the session worker's finish step, which calls ``complete``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import assert_never
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,22 +29,19 @@ from openjules._types import (
 )
 from openjules.engine import prompts
 from openjules.engine.agent import Step, StepOutcome
-from openjules.engine.forge.delivery import Delivered, Publisher
-from openjules.engine.tools.base import (
-    AskUser,
-    CompleteStep,
-    Finish,
-    MessageUser,
-    Phase,
-    ProposePlan,
-)
+from openjules.engine.forge.delivery import Delivered
+from openjules.engine.tools.base import AskUser, CompleteStep, Finish, MessageUser, ProposePlan
 from openjules.engine.workspace import Workspace
 from openjules.store import agent_state, plans, transitions
 from openjules.store.activities import NewActivity
-from openjules.store.agent_state import Checkpoint, Transcript
+from openjules.store.agent_state import Checkpoint, Finishing, Phase, Transcript
 from openjules.store.database import Database
 from openjules.store.plans import StepDraft
 from openjules.store.transitions import Event
+from openjules.timing import Moment, Part, moment, span
+
+GO_ON = StepOutcome(stop=False)
+WAIT = StepOutcome(stop=True)
 
 
 @dataclass
@@ -53,8 +55,6 @@ class DatabaseJournal:
     # The patch as of the last file-changing step (the checkpoint's). Steps that only
     # report (complete_step, finish) reuse it: files change only through mutating tools.
     last_patch: str = ""
-    # Pushes and opens the pull request on finish (AUTO_CREATE_PR sessions with a source).
-    publisher: Publisher | None = None
 
     async def new_user_messages(self, *, after_us: int) -> list[tuple[int, str]]:
         async with self.db.read() as conn:
@@ -63,123 +63,123 @@ class DatabaseJournal:
             )
 
     async def record(self, step: Step) -> StepOutcome:
-        patch = None
-        if step.mutated:
-            patch = await asyncio.to_thread(self.workspace.patch, base_commit=self.base_commit)
-            self.last_patch = patch
-        delivered = Delivered()
-        if isinstance(step.effect, Finish) and self.publisher is not None:
-            # Before the step's transaction: the pull request must be among the outputs
-            # the moment clients see COMPLETED.
-            delivered = await self.publisher.publish(
-                base_commit=self.base_commit,
-                patch=self.last_patch,
-                message=step.effect.commit_message,
-                summary=step.effect.summary,
-            )
-        phase = Phase(step.transcript.phase)
-        stop = False
+        patch = await self._patch(step)
         try:
             async with self.db.write() as conn:
                 if patch is not None:
+                    checkpoint = Checkpoint(base_commit=self.base_commit, patch=patch)
                     await agent_state.save_checkpoint(
-                        conn,
-                        session_id=self.session_id,
-                        checkpoint=Checkpoint(base_commit=self.base_commit, patch=patch),
+                        conn, session_id=self.session_id, checkpoint=checkpoint
                     )
                 if step.activities:
-                    await transitions.apply(
-                        conn,
-                        session_id=self.session_id,
-                        event=Event.PROGRESS,
-                        new_activities=step.activities,
-                    )
-                effect = step.effect
-                if isinstance(effect, ProposePlan):
-                    _plan, result = await plans.propose(
-                        conn,
-                        session_id=self.session_id,
-                        steps=[StepDraft(title=t, description=d) for t, d in effect.steps],
-                        require_approval=self.require_approval,
-                    )
-                    if result.state is State.AWAITING_PLAN_APPROVAL:
-                        stop = True
-                    else:
-                        phase = Phase.WORK
-                        step.transcript.phase = phase.value
-                        step.transcript.messages.append(
-                            {
-                                "role": "user",
-                                "content": prompts.render("plan_approved", how=" automatically"),
-                            }
-                        )
-                elif isinstance(effect, CompleteStep):
-                    await self._apply(
-                        conn,
-                        Event.PROGRESS,
-                        NewActivity(
-                            kind=ProgressUpdated(
-                                title=effect.title, description=effect.description
-                            ),
-                            originator=Originator.AGENT,
-                            artifacts=[Artifact(change_set=self._change_set(self.last_patch))],
-                        ),
-                    )
-                elif isinstance(effect, MessageUser):
-                    await self._apply(
-                        conn,
-                        Event.AGENT_MESSAGED,
-                        NewActivity(
-                            kind=AgentMessaged(agent_message=effect.text),
-                            originator=Originator.AGENT,
-                        ),
-                    )
-                elif isinstance(effect, AskUser):
-                    await self._apply(
-                        conn,
-                        Event.AGENT_ASKED,
-                        NewActivity(
-                            kind=AgentMessaged(agent_message=effect.question),
-                            originator=Originator.AGENT,
-                        ),
-                    )
-                    stop = True
-                elif isinstance(effect, Finish):
-                    change_set = self._change_set(self.last_patch, message=effect.commit_message)
-                    finished = [
-                        NewActivity(
-                            kind=SessionCompleted(),
-                            originator=Originator.AGENT,
-                            description=effect.summary,
-                            artifacts=[Artifact(change_set=change_set)],
-                        )
-                    ]
-                    if delivered.notice:
-                        finished.insert(
-                            0,
-                            NewActivity(
-                                kind=AgentMessaged(agent_message=delivered.notice),
-                                originator=Originator.AGENT,
-                            ),
-                        )
-                    outputs = [SessionOutput(change_set=change_set)]
-                    if delivered.pull_request is not None:
-                        outputs.insert(0, SessionOutput(pull_request=delivered.pull_request))
-                    await transitions.apply(
-                        conn,
-                        session_id=self.session_id,
-                        event=Event.COMPLETED,
-                        new_activities=finished,
-                        outputs=outputs,
-                    )
-                    stop = True
+                    await self._transition(conn, Event.PROGRESS, *step.activities)
+                outcome = await self._apply(conn, step)
                 await agent_state.save_transcript(
                     conn, session_id=self.session_id, transcript=step.transcript
                 )
         except (NotFound, FailedPrecondition):
             # Deleted, or moved on by someone else (e.g. failed by an operator): stop here.
-            return StepOutcome(stop=True, phase=phase)
-        return StepOutcome(stop=stop, phase=phase)
+            return WAIT
+        return outcome
+
+    async def _patch(self, step: Step) -> str | None:
+        """The work tree's patch when the step may have changed files, else None."""
+        if not step.mutated:
+            return None
+        with span(Part.PATCHES):
+            self.last_patch = await asyncio.to_thread(
+                self.workspace.patch, base_commit=self.base_commit
+            )
+        return self.last_patch
+
+    async def _apply(self, conn: AsyncConnection, step: Step) -> StepOutcome:
+        """Record what the step's effect means for the session (one handler per effect)."""
+        effect = step.effect
+        match effect:
+            case None:
+                return GO_ON
+            case ProposePlan():
+                return await self._propose_plan(conn, effect, step.transcript)
+            case CompleteStep():
+                return await self._complete_step(conn, effect)
+            case MessageUser():
+                return await self._message_user(conn, effect)
+            case AskUser():
+                return await self._ask_user(conn, effect)
+            case Finish():
+                return self._stage_finish(effect, step.transcript)
+            case _:
+                assert_never(effect)
+
+    async def _propose_plan(
+        self, conn: AsyncConnection, plan: ProposePlan, transcript: Transcript
+    ) -> StepOutcome:
+        _plan, result = await plans.propose(
+            conn,
+            session_id=self.session_id,
+            steps=[StepDraft(title=t, description=d) for t, d in plan.steps],
+            require_approval=self.require_approval,
+        )
+        if result.state is State.AWAITING_PLAN_APPROVAL:
+            return WAIT
+        transcript.phase = Phase.WORK
+        approved = prompts.render("plan_approved", how=" automatically")
+        transcript.messages.append({"role": "user", "content": approved})
+        return GO_ON
+
+    async def _complete_step(self, conn: AsyncConnection, done: CompleteStep) -> StepOutcome:
+        await self._transition(
+            conn,
+            Event.PROGRESS,
+            NewActivity(
+                kind=ProgressUpdated(title=done.title, description=done.description),
+                originator=Originator.AGENT,
+                artifacts=[Artifact(change_set=self.change_set())],
+            ),
+        )
+        return GO_ON
+
+    async def _message_user(self, conn: AsyncConnection, message: MessageUser) -> StepOutcome:
+        await self._transition(conn, Event.AGENT_MESSAGED, _agent_says(message.text))
+        return GO_ON
+
+    async def _ask_user(self, conn: AsyncConnection, question: AskUser) -> StepOutcome:
+        await self._transition(conn, Event.AGENT_ASKED, _agent_says(question.question))
+        return WAIT
+
+    def _stage_finish(self, finish: Finish, transcript: Transcript) -> StepOutcome:
+        transcript.finishing = Finishing(
+            summary=finish.summary, commit_message=finish.commit_message
+        )
+        return StepOutcome(stop=True, finishing=True)
+
+    async def complete(self, *, transcript: Transcript, delivered: Delivered) -> None:
+        """COMPLETED with the final changeSet, plus the pull request (or a notice of why
+        there is none) from the delivery that ran first."""
+        finishing = transcript.finishing
+        assert finishing is not None, "complete() follows a staged finish"
+        change_set = self.change_set(message=finishing.commit_message)
+        finished = [
+            NewActivity(
+                kind=SessionCompleted(),
+                originator=Originator.AGENT,
+                description=finishing.summary,
+                artifacts=[Artifact(change_set=change_set)],
+            )
+        ]
+        if delivered.notice:
+            finished.insert(0, _agent_says(delivered.notice))
+        outputs = [SessionOutput(change_set=change_set)]
+        if delivered.pull_request is not None:
+            outputs.insert(0, SessionOutput(pull_request=delivered.pull_request))
+        transcript.finishing = None
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            async with self.db.write() as conn:
+                await self._transition(conn, Event.COMPLETED, *finished, outputs=outputs)
+                await agent_state.save_transcript(
+                    conn, session_id=self.session_id, transcript=transcript
+                )
+            moment(Moment.COMPLETED)
 
     async def fail(self, *, reason: str, transcript: Transcript) -> None:
         async with self.db.write() as conn:
@@ -188,20 +188,35 @@ class DatabaseJournal:
             )
             await fail_session(conn, session_id=self.session_id, reason=reason)
 
-    async def _apply(self, conn: AsyncConnection, event: Event, activity: NewActivity) -> None:
+    async def _transition(
+        self,
+        conn: AsyncConnection,
+        event: Event,
+        *activities: NewActivity,
+        outputs: list[SessionOutput] | None = None,
+    ) -> None:
         await transitions.apply(
-            conn, session_id=self.session_id, event=event, new_activities=[activity]
+            conn,
+            session_id=self.session_id,
+            event=event,
+            new_activities=activities,
+            outputs=outputs,
         )
 
-    def _change_set(self, patch: str, *, message: str = "") -> ChangeSet:
+    def change_set(self, *, message: str = "") -> ChangeSet:
+        """The session's changes so far, as a changeSet artifact or output."""
         return ChangeSet(
             source=self.source,
             git_patch=GitPatch(
-                unidiff_patch=patch,
+                unidiff_patch=self.last_patch,
                 base_commit_id=self.base_commit,
                 suggested_commit_message=message,
             ),
         )
+
+
+def _agent_says(text: str) -> NewActivity:
+    return NewActivity(kind=AgentMessaged(agent_message=text), originator=Originator.AGENT)
 
 
 async def fail_session(conn: AsyncConnection, *, session_id: str, reason: str) -> None:

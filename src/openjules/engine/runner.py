@@ -1,161 +1,28 @@
-"""Runners execute ``run_session(session_id)`` for queued jobs, at least once.
+"""The ``Runner`` port: how the API and the command line hand sessions to whatever runs
+them. The database is the truth (a job row, a session state); these calls are wake-ups so
+that work starts or stops now instead of at the next poll or lease renewal.
 
-``LocalRunner`` claims rows of the jobs table with a lease, renews it with a heartbeat
-while the work runs, and gives the job back when the work ends. A worker that dies stops
-renewing; once its lease expires another worker claims the job and, because the work is
-resumable, continues where it stopped.
+This is the only part of ``engine`` the API may import.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
-import socket
-import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
-
-from openjules.store import jobs
-from openjules.store.database import Database
-from openjules.store.jobs import Lease
-
-log = logging.getLogger("openjules.runner")
-
-SessionWork = Callable[[str], Coroutine[Any, Any, None]]
-# Called when work keeps raising: ends the session with a reason instead of retrying forever.
-GiveUp = Callable[[str, str], Coroutine[Any, Any, None]]
+from typing import Protocol
 
 
 class Runner(Protocol):
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def submit(self, session_id: str) -> None:
-        """A hint that ``session_id`` was enqueued (the jobs table is the truth)."""
-
-
-def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class LocalRunner:
-    def __init__(
-        self,
-        *,
-        db: Database,
-        work: SessionWork,
-        workers: int = 2,
-        lease_seconds: float = 30.0,
-        poll_seconds: float = 0.5,
-        retry_delay_seconds: float = 5.0,
-        max_attempts: int = 5,
-        give_up: GiveUp | None = None,
-        identity: str | None = None,
-    ) -> None:
-        self.db = db
-        self.work = work
-        self.workers = workers
-        self.lease_us = int(lease_seconds * 1_000_000)
-        self.heartbeat_seconds = lease_seconds / 3
-        self.poll_seconds = poll_seconds
-        self.retry_delay_us = int(retry_delay_seconds * 1_000_000)
-        self.max_attempts = max_attempts
-        self.give_up = give_up
-        self.identity = identity or worker_identity()
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+    # Who this runner is in logs and leases (host, process, instance).
+    identity: str
 
     async def start(self) -> None:
-        self._stopping = False
-        self._tasks = [
-            asyncio.create_task(self._worker(f"{self.identity}/{i}"), name=f"openjules-worker-{i}")
-            for i in range(self.workers)
-        ]
+        """Begin running queued sessions (a runner with no workers runs none)."""
 
     async def stop(self) -> None:
-        """Stop claiming and cancel running work; unfinished jobs are reclaimed later."""
-        self._stopping = True
-        self._wake.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        """Stop; unfinished sessions are resumed later, here or by another process."""
 
-    def submit(self, session_id: str) -> None:
-        self._wake.set()
+    async def submit(self, session_id: str) -> None:
+        """``session_id`` was enqueued: run it soon."""
 
-    async def _worker(self, owner: str) -> None:
-        while not self._stopping:
-            try:
-                async with self.db.write() as conn:
-                    lease = await jobs.claim(conn, owner=owner, lease_us=self.lease_us)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("claiming a job failed; retrying")
-                lease = None
-            if lease is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                continue
-            try:
-                await self._run(lease)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # E.g. the database was briefly unreachable while releasing the job: the
-                # lease expires and the job is reclaimed; this worker keeps going.
-                log.exception("releasing the job of session %s failed", lease.session_id)
-
-    async def _run(self, lease: Lease) -> None:
-        work = asyncio.create_task(self.work(lease.session_id))
-        heartbeat = asyncio.create_task(self._heartbeat(lease, work))
-        try:
-            await work
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if self._stopping or (current is not None and current.cancelling()):
-                raise
-            log.warning("lease on session %s was lost; work stopped", lease.session_id)
-            return
-        except Exception as exc:
-            if self.give_up is not None and lease.attempts >= self.max_attempts:
-                log.exception(
-                    "session %s failed %d times; giving up", lease.session_id, lease.attempts
-                )
-                await self.give_up(lease.session_id, f"{type(exc).__name__}: {exc}")
-                async with self.db.write() as conn:
-                    await jobs.finish(conn, lease=lease)
-                return
-            log.exception("session %s failed in the runner; will retry", lease.session_id)
-            async with self.db.write() as conn:
-                await jobs.release_for_retry(conn, lease=lease, delay_us=self.retry_delay_us)
-            return
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
-        async with self.db.write() as conn:
-            # If the session was enqueued again meanwhile, the job is ready again and the
-            # next claim (by any worker) runs it.
-            await jobs.finish(conn, lease=lease)
-
-    async def _heartbeat(self, lease: Lease, work: asyncio.Task[None]) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds)
-            try:
-                async with self.db.write() as conn:
-                    held = await jobs.renew(conn, lease=lease, lease_us=self.lease_us)
-            except Exception:
-                log.exception("renewing the lease on %s failed", lease.session_id)
-                continue
-            if not held:
-                work.cancel()
-                return
+    async def cancel(self, session_id: str) -> None:
+        """``session_id`` is no longer runnable (deleted, or moved on by a person): stop its
+        running work now. Work running elsewhere notices at its next lease renewal."""

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import NotFound
-from openjules._types import Artifact, WireModel, activity_kind_key
+from openjules._types import ActivityKind, Artifact, Originator, activity_kind_key
 from openjules.store import tables
 from openjules.store.clock import format_timestamp, new_hex_id
 from openjules.store.query import Condition, Filter, Op, filter_clause
@@ -33,8 +33,8 @@ ACTIVITY_COLUMNS = (
 class NewActivity:
     """An activity to append: one kind (a ``_types`` activity class) plus its extras."""
 
-    kind: WireModel
-    originator: str
+    kind: ActivityKind
+    originator: Originator
     artifacts: list[Artifact] = field(default_factory=list)
     description: str = ""
 
@@ -42,7 +42,7 @@ class NewActivity:
         body: dict[str, object] = {}
         if self.description:
             body["description"] = self.description
-        body["originator"] = self.originator
+        body["originator"] = self.originator.value
         body[activity_kind_key(self.kind)] = self.kind.to_wire()
         if self.artifacts:
             body["artifacts"] = [a.to_wire() for a in self.artifacts]

@@ -4,21 +4,43 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openjules._types import ACTIVITY_KIND_KEYS, UserMessaged
 from openjules.store import tables
 from openjules.store.clock import now_us
 from openjules.store.upsert import upsert
+
+USER_MESSAGED = ACTIVITY_KIND_KEYS[UserMessaged]
+
+
+class Phase(StrEnum):
+    """Which tools the agent has: read-only while it plans, all of them once it works."""
+
+    PLANNING = "planning"
+    WORK = "work"
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """The agent called ``finish``; completing the session (and delivering its changes)
+    is still to do. Stored with the transcript, so a run that dies before completing
+    completes on resume without asking the model again."""
+
+    summary: str
+    commit_message: str
 
 
 @dataclass
 class Transcript:
     messages: list[dict[str, Any]] = field(default_factory=list)
-    phase: str = "planning"
+    phase: Phase = Phase.PLANNING
     last_user_message_time: int = 0
+    finishing: Finishing | None = None
 
 
 @dataclass(frozen=True)
@@ -35,10 +57,12 @@ async def load_transcript(conn: AsyncConnection, *, session_id: str) -> Transcri
     ).first()
     if row is None:
         return None
+    finishing = json.loads(row.finishing) if row.finishing else None
     return Transcript(
         messages=json.loads(row.messages),
-        phase=row.phase,
+        phase=Phase(row.phase),
         last_user_message_time=row.last_user_message_time,
+        finishing=Finishing(**finishing) if finishing else None,
     )
 
 
@@ -52,10 +76,20 @@ async def save_transcript(
         values={
             "session_id": session_id,
             "messages": json.dumps(transcript.messages, ensure_ascii=False),
-            "phase": transcript.phase,
+            "phase": transcript.phase.value,
             "last_user_message_time": transcript.last_user_message_time,
+            "finishing": _finishing_json(transcript.finishing),
             "update_time": now_us(),
         },
+    )
+
+
+def _finishing_json(finishing: Finishing | None) -> str | None:
+    if finishing is None:
+        return None
+    return json.dumps(
+        {"summary": finishing.summary, "commit_message": finishing.commit_message},
+        ensure_ascii=False,
     )
 
 
@@ -93,10 +127,10 @@ async def user_messages_after(
             select(tables.activities.c.create_time, tables.activities.c.body)
             .where(
                 tables.activities.c.session_id == session_id,
-                tables.activities.c.kind == "userMessaged",
+                tables.activities.c.kind == USER_MESSAGED,
                 tables.activities.c.create_time > after_us,
             )
             .order_by(tables.activities.c.create_time)
         )
     ).all()
-    return [(r.create_time, json.loads(r.body)["userMessaged"]["userMessage"]) for r in rows]
+    return [(r.create_time, json.loads(r.body)[USER_MESSAGED]["userMessage"]) for r in rows]

@@ -8,14 +8,28 @@ from enum import StrEnum
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openjules._types import State
 from openjules.store import tables
 from openjules.store.clock import now_us
+
+# Session states in which the agent has work to do; any other state holds no worker.
+RUNNABLE = frozenset({State.QUEUED, State.PLANNING, State.IN_PROGRESS})
 
 
 class JobState(StrEnum):
     READY = "ready"
     LEASED = "leased"
     DONE = "done"
+
+
+class LeaseStatus(StrEnum):
+    """What a lease renewal found."""
+
+    HELD = "held"  # renewed: keep working
+    LOST = "lost"  # another worker took the job over: stop, and leave the job to it
+    # Renewed, but the session no longer wants the work (deleted, failed or moved on by
+    # someone else): stop now, and release the job.
+    NOT_RUNNABLE = "not_runnable"
 
 
 async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
@@ -98,8 +112,8 @@ async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | 
     )
 
 
-async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> bool:
-    """Extend the lease; False if another worker has taken the job over."""
+async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> LeaseStatus:
+    """Extend the lease, and say whether the work should go on."""
     j = tables.jobs.c
     result = await conn.execute(
         update(tables.jobs)
@@ -110,7 +124,16 @@ async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> bool:
         )
         .values(lease_expire_time=now_us() + lease_us)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return LeaseStatus.LOST
+    state = (
+        await conn.execute(
+            select(tables.sessions.c.state).where(tables.sessions.c.id == lease.session_id)
+        )
+    ).scalar()
+    if state is None or State(state) not in RUNNABLE:
+        return LeaseStatus.NOT_RUNNABLE
+    return LeaseStatus.HELD
 
 
 async def finish(conn: AsyncConnection, *, lease: Lease) -> bool:

@@ -1,4 +1,8 @@
-"""Sessions: create with validation, read, list (newest first), archive, delete."""
+"""Sessions: create with validation, read, list (newest first), archive, delete.
+
+Functions return ``SessionRecord``s: what is stored. How a session looks on the wire
+(its ``url`` included) is the API's business.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,18 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Row, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
-from openjules._types import (
-    AutomationMode,
-    CreateSessionRequest,
-    GitHubRepoContext,
-    Session,
-    SessionOutput,
-    SourceContext,
-    State,
-)
+from openjules._types import AutomationMode, CreateSessionRequest, SessionOutput, State
 from openjules.store import jobs, sources, tables
-from openjules.store.clock import format_timestamp, new_session_id, now_us
+from openjules.store.clock import new_session_id, now_us
 from openjules.store.query import Condition, Filter, Op, filter_clause
 
 TITLE_MAX_CHARS = 80
@@ -49,27 +47,46 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
-def to_wire(row: Any, *, public_base_url: str) -> Session:
-    source_context = None
-    if row.source_name:
-        source_context = SourceContext(
-            source=row.source_name,
-            github_repo_context=GitHubRepoContext(starting_branch=row.starting_branch or ""),
-            working_branch=row.working_branch or "",
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    owner_id: int
+    state: State
+    prompt: str
+    title: str
+    source_name: str | None  # None: a repoless session
+    starting_branch: str | None
+    working_branch: str | None  # where its changes were pushed, once they were
+    require_plan_approval: bool
+    automation_mode: AutomationMode
+    archived: bool
+    outputs: list[SessionOutput]
+    create_time: int
+    update_time: int
+
+    @property
+    def auto_pr(self) -> bool:
+        return self.automation_mode is AutomationMode.AUTO_CREATE_PR
+
+    @classmethod
+    def from_row(cls, row: Row[Any] | Mapping[str, Any]) -> SessionRecord:
+        values = row._mapping if isinstance(row, Row) else row
+        return cls(
+            id=values["id"],
+            owner_id=values["owner_id"],
+            state=State(values["state"]),
+            prompt=values["prompt"],
+            title=values["title"],
+            source_name=values["source_name"],
+            starting_branch=values["starting_branch"],
+            working_branch=values["working_branch"],
+            require_plan_approval=bool(values["require_plan_approval"]),
+            automation_mode=AutomationMode(values["automation_mode"]),
+            archived=bool(values["archived"]),
+            outputs=[SessionOutput.model_validate(o) for o in json.loads(values["outputs"])],
+            create_time=values["create_time"],
+            update_time=values["update_time"],
         )
-    return Session(
-        name=f"sessions/{row.id}",
-        id=row.id,
-        prompt=row.prompt,
-        source_context=source_context,
-        title=row.title,
-        create_time=format_timestamp(row.create_time),
-        update_time=format_timestamp(row.update_time),
-        state=State(row.state),
-        url=f"{public_base_url}/session/{row.id}",
-        outputs=[SessionOutput.model_validate(o) for o in json.loads(row.outputs)],
-        archived=bool(row.archived),
-    )
 
 
 async def _resolve_source(
@@ -115,8 +132,7 @@ async def create(
     *,
     owner_id: int,
     request: CreateSessionRequest,
-    public_base_url: str,
-) -> Session:
+) -> SessionRecord:
     prompt = request.prompt or ""
     if not prompt.strip():
         raise InvalidArgument(
@@ -147,15 +163,10 @@ async def create(
     }
     await conn.execute(tables.sessions.insert().values(**row))
     await jobs.enqueue(conn, session_id=session_id)
-    return to_wire(_Row(row), public_base_url=public_base_url)
+    return SessionRecord.from_row(row)
 
 
-class _Row:
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
-
-
-async def get_row(conn: AsyncConnection, *, owner_id: int, session_id: str) -> Any:
+async def get(conn: AsyncConnection, *, owner_id: int, session_id: str) -> SessionRecord:
     row = (
         await conn.execute(
             select(tables.sessions).where(
@@ -165,14 +176,13 @@ async def get_row(conn: AsyncConnection, *, owner_id: int, session_id: str) -> A
     ).first()
     if row is None:
         raise NotFound()
-    return row
+    return SessionRecord.from_row(row)
 
 
-async def get(
-    conn: AsyncConnection, *, owner_id: int, session_id: str, public_base_url: str
-) -> Session:
-    row = await get_row(conn, owner_id=owner_id, session_id=session_id)
-    return to_wire(row, public_base_url=public_base_url)
+async def find(conn: AsyncConnection, *, session_id: str) -> SessionRecord | None:
+    """Any owner's session (for the engine), or None when it does not exist."""
+    row = (await conn.execute(select(tables.sessions).where(_S.id == session_id))).first()
+    return None if row is None else SessionRecord.from_row(row)
 
 
 async def ensure_owned(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
@@ -222,8 +232,7 @@ async def list_page(
     flt: Filter,
     page_size: int,
     page_token: str | None,
-    public_base_url: str,
-) -> tuple[list[Session], str]:
+) -> tuple[list[SessionRecord], str]:
     """Newest first, keyset-paginated on (create_time, id)."""
     where = [_S.owner_id == owner_id, filter_clause(flt, SESSION_FILTER_COLUMNS)]
     if not flt.mentions("archived"):
@@ -244,7 +253,7 @@ async def list_page(
             .limit(page_size + 1)
         )
     ).all()
-    page = [to_wire(r, public_base_url=public_base_url) for r in rows[:page_size]]
+    page = [SessionRecord.from_row(r) for r in rows[:page_size]]
     token = ""
     if len(rows) > page_size:
         nxt = rows[page_size]
@@ -258,8 +267,7 @@ async def set_archived(
     owner_id: int,
     session_id: str,
     archived: bool,
-    public_base_url: str,
-) -> Session:
+) -> SessionRecord:
     result = await conn.execute(
         update(tables.sessions)
         .where(_S.id == check_session_id(session_id), _S.owner_id == owner_id)
@@ -267,21 +275,21 @@ async def set_archived(
     )
     if result.rowcount == 0:
         raise NotFound()
-    return await get(
-        conn, owner_id=owner_id, session_id=session_id, public_base_url=public_base_url
-    )
+    return await get(conn, owner_id=owner_id, session_id=session_id)
 
 
 async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
     await ensure_owned(conn, owner_id=owner_id, session_id=session_id)
     # Explicit child deletes: SQLite only cascades with foreign_keys=ON, which other tools
-    # opening the file may not set.
-    for table in (
-        tables.activities,
-        tables.plans,
-        tables.jobs,
-        tables.transcripts,
-        tables.checkpoints,
-    ):
+    # opening the file may not set. The children are read off the schema, so a new table
+    # that references sessions is deleted with them.
+    for table in SESSION_CHILDREN:
         await conn.execute(delete(table).where(table.c.session_id == session_id))
     await conn.execute(delete(tables.sessions).where(_S.id == session_id))
+
+
+SESSION_CHILDREN = tuple(
+    table
+    for table in reversed(tables.metadata.sorted_tables)
+    if any(fk.column.table is tables.sessions for fk in table.foreign_keys)
+)

@@ -159,6 +159,9 @@ transcripts = Table(
     # createTime of the newest userMessaged activity already in ``messages``.
     Column("last_user_message_time", BigInteger, nullable=False),
     Column("update_time", BigInteger, nullable=False),
+    # JSON {summary, commit_message} once the agent called finish and until the session
+    # is COMPLETED (delivery in between); NULL otherwise.
+    Column("finishing", Text, nullable=True),
 )
 
 checkpoints = Table(
@@ -173,8 +176,9 @@ checkpoints = Table(
     Column("update_time", BigInteger, nullable=False),
 )
 
-deliveries = Table(
-    "deliveries",
+# Where a session's changes were pushed, and its pull request (AUTO_CREATE_PR).
+pull_request_deliveries = Table(
+    "pull_request_deliveries",
     metadata,
     Column(
         "session_id", String(20), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True

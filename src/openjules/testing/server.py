@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Self
 
@@ -14,54 +14,79 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp
 
-from openjules.api import create_app
 from openjules.engine.forge import catalog
 from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.github import GitHubClient
 from openjules.engine.repository import describe_repository
+from openjules.server import Uvicorn, bind, composed_app
 from openjules.settings import Settings
 from openjules.store import sources, users
 from openjules.store.oneshot import run_write
+from openjules.timing import ObserverFactory
 
 START_TIMEOUT_S = 30.0
+AppContext = Callable[[int], AbstractAsyncContextManager[ASGIApp]]
+
+
+@asynccontextmanager
+async def _plain(app: ASGIApp) -> AsyncIterator[ASGIApp]:
+    yield app
 
 
 class ThreadedUvicorn:
-    """Any ASGI app under uvicorn on a free loopback port, in a daemon thread."""
+    """An ASGI app under uvicorn on a free loopback port, in a daemon thread.
 
-    def __init__(self, app_factory: Callable[[int], ASGIApp], *, name: str) -> None:
-        # proto IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections;
-        # without it each response waits ~40 ms on a delayed ACK.
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+    ``app_factory(port)`` builds a plain app; ``app_context(port)`` instead yields an app
+    with whatever must run around it (openjules' engine) for as long as it is served.
+    """
+
+    def __init__(
+        self,
+        app_factory: Callable[[int], ASGIApp] | None = None,
+        *,
+        name: str,
+        app_context: AppContext | None = None,
+    ) -> None:
+        if app_context is None:
+            assert app_factory is not None, "give app_factory or app_context"
+            factory = app_factory
+
+            def app_context(port: int) -> AbstractAsyncContextManager[ASGIApp]:
+                return _plain(factory(port))
+
+        self._context = app_context
+        self._socket = bind("127.0.0.1", 0)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app_factory(self.port), log_level="warning", lifespan="on", access_log=False
-        )
-        self._server = uvicorn.Server(config)
+        self._server: Uvicorn | None = None
+        self._listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._error: BaseException | None = None
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._server.serve(sockets=[self._socket]))
+            asyncio.run(self._serve())
         except BaseException as exc:  # reported to the starting thread
             self._error = exc
+
+    async def _serve(self) -> None:
+        async with self._context(self.port) as app:
+            config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+            self._server = Uvicorn(config, on_listening=self._listening.set)
+            await self._server.serve(sockets=[self._socket])
 
     def start(self) -> None:
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._server.started:
+        while not self._listening.wait(0.01):
             if self._error is not None or not self._thread.is_alive():
                 raise RuntimeError(f"server {self._thread.name} failed to start: {self._error!r}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server {self._thread.name} did not start in time")
-            time.sleep(0.01)
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        if self._server is not None:
+            self._server.should_exit = True
         self._thread.join(timeout=START_TIMEOUT_S)
         self._socket.close()
 
@@ -93,18 +118,23 @@ class BackgroundServer:
 class LiveServer(BackgroundServer):
     """``with LiveServer(settings) as server: httpx.get(server.url + "/healthz")``.
 
-    ``settings.port`` is replaced by a free port chosen before the app starts, so
-    ``Session.url`` values name the real address.
+    The whole server as ``openjules serve`` runs it (migrations, the engine with
+    ``settings.workers`` workers, the API). ``settings.port`` is replaced by the free port
+    it listens on, so ``Session.url`` values name the real address. ``observe`` receives
+    the timings of each session run (see ``openjules.timing``).
     """
 
-    def __init__(self, settings: Settings) -> None:
-        def factory(port: int) -> ASGIApp:
-            self.settings = settings.model_copy(update={"host": "127.0.0.1", "port": port})
-            return create_app(self.settings)
-
-        self._server = ThreadedUvicorn(factory, name="openjules-live")
+    def __init__(self, settings: Settings, *, observe: ObserverFactory | None = None) -> None:
+        self._server = ThreadedUvicorn(name="openjules-live", app_context=self._app)
         self.url = self._server.url
         self.api = f"{self.url}/v1alpha"
+        self.settings: Settings = settings.model_copy(
+            update={"host": "127.0.0.1", "port": self._server.port}
+        )
+        self._observe = observe
+
+    def _app(self, _port: int) -> AbstractAsyncContextManager[ASGIApp]:
+        return composed_app(self.settings, observe=self._observe)
 
 
 def provision_user(settings: Settings, *, name: str) -> str:

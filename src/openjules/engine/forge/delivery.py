@@ -6,9 +6,10 @@ Nothing here fails the session: when the forge refuses, the session still comple
 its changeSet, and ``Delivered.notice`` explains (in an ``agentMessaged`` activity) what
 happened and what the user can do.
 
-Re-running is safe. What was pushed is recorded (``store.deliveries``) before and after
-each push, so a worker that crashed mid-delivery, or a follow-up run of the same session,
-builds on the branch as this session left it, and reuses the pull request it opened.
+Re-running is safe. What was pushed is recorded (``store.pull_request_deliveries``)
+before and after each push, so a worker that crashed mid-delivery, or a follow-up run of
+the same session, builds on the branch as this session left it, and reuses the pull
+request it opened.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from openjules.engine.forge.explain import explain_git_failure
 from openjules.engine.forge.github import GitHubClient, GitHubError
 from openjules.engine.forge.push import Author, Scratch
 from openjules.engine.git import GitError, HttpAuth, redact_url
-from openjules.store import deliveries
+from openjules.store import pull_request_deliveries as deliveries
 from openjules.store.database import Database
-from openjules.store.deliveries import DeliveryRecord
+from openjules.store.pull_request_deliveries import DeliveryRecord
 from openjules.store.sources import Forge, SourceRecord
 
 log = logging.getLogger("openjules.forge")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -18,11 +17,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from openjules.engine.sandbox import Sandbox
 from openjules.engine.workspace import Workspace
 from openjules.store.activities import NewActivity
+from openjules.store.agent_state import Phase
 
-
-class Phase(StrEnum):
-    PLANNING = "planning"
-    WORK = "work"
+__all__ = [
+    "AskUser",
+    "CompleteStep",
+    "Effect",
+    "Finish",
+    "MessageUser",
+    "Phase",
+    "ProposePlan",
+    "Tool",
+    "ToolArgs",
+    "ToolContext",
+    "ToolResult",
+    "error",
+]
 
 
 class ToolArgs(BaseModel):

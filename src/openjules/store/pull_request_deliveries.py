@@ -1,4 +1,5 @@
-"""Deliveries: where a session's changes were pushed and which pull request shows them.
+"""Pull-request deliveries: where a session's changes were pushed and which pull request
+shows them (``automationMode: AUTO_CREATE_PR``).
 
 One row per session. It is written before and after each push, so a worker that crashes
 mid-delivery (or a follow-up run of the same session) knows what the remote branch may
@@ -30,7 +31,9 @@ class DeliveryRecord:
 async def load(conn: AsyncConnection, *, session_id: str) -> DeliveryRecord | None:
     row = (
         await conn.execute(
-            select(tables.deliveries).where(tables.deliveries.c.session_id == session_id)
+            select(tables.pull_request_deliveries).where(
+                tables.pull_request_deliveries.c.session_id == session_id
+            )
         )
     ).first()
     if row is None:
@@ -49,7 +52,7 @@ async def save(conn: AsyncConnection, *, session_id: str, record: DeliveryRecord
     """Store ``record``; once something is pushed, the session names its working branch."""
     await upsert(
         conn,
-        tables.deliveries,
+        tables.pull_request_deliveries,
         key=["session_id"],
         values={
             "session_id": session_id,

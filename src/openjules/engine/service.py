@@ -1,0 +1,77 @@
+"""The engine, assembled in one place from settings: the database it works on, the
+session worker that runs the agent, and the runner that decides when and where sessions
+run. ``openjules serve``, ``openjules worker`` and the test kit all start it this way::
+
+    async with EngineService(settings=settings) as engine:
+        app = create_app(settings, runner=engine.runner)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+from openjules.engine.local_runner import LocalRunner
+from openjules.engine.runner import Runner
+from openjules.engine.session_work import SessionWorker
+from openjules.settings import RunnerKind, Settings
+from openjules.store.database import Database
+from openjules.timing import ObserverFactory
+
+RunnerFactory = Callable[..., Runner]
+
+
+def _local(*, settings: Settings, db: Database, worker: SessionWorker, workers: int) -> Runner:
+    return LocalRunner(
+        db=db,
+        work=worker.run_session,
+        workers=workers,
+        lease_seconds=settings.lease_seconds,
+        give_up=worker.give_up,
+    )
+
+
+# One entry per runner kind: a new runner is a module plus a line here.
+RUNNERS: dict[RunnerKind, RunnerFactory] = {RunnerKind.LOCAL: _local}
+
+
+class EngineService:
+    """Runs sessions while entered (``async with``); ``workers=0`` runs none, but the
+    runner still takes ``submit``/``cancel`` for work running in other processes."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        workers: int | None = None,
+        observe: ObserverFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.workers = settings.workers if workers is None else workers
+        self.db = Database(settings.resolved_database_url(), echo=settings.database_echo)
+        self.worker = SessionWorker(settings=settings, db=self.db, observe=observe)
+        self.runner: Runner = RUNNERS[RunnerKind(settings.runner)](
+            settings=settings, db=self.db, worker=self.worker, workers=self.workers
+        )
+
+    async def start(self) -> None:
+        await self.runner.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.runner.stop()
+        finally:
+            await self.db.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

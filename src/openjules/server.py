@@ -1,0 +1,108 @@
+"""The server process, composed: migrate the schema, start the engine, serve the API on
+its runner. ``openjules serve`` and the test kit's ``LiveServer`` both run it this way, so
+what tests start is what operators start.
+
+Order matters both ways: the socket is bound before anything starts (a port in use stops
+the process before any worker claims a session), and on shutdown the API stops taking
+requests before the engine's workers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from openjules.api import create_app
+from openjules.engine.service import EngineService
+from openjules.settings import Settings
+from openjules.store.migrate import upgrade_to_head
+from openjules.timing import ObserverFactory
+
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class PortInUse(OSError):
+    """The address is taken; ``str()`` says which."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;
+    # without it every small response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+            raise PortInUse(f"{host}:{port} is already in use by another process") from None
+        raise
+    return sock
+
+
+class Uvicorn(uvicorn.Server):
+    """uvicorn where the caller owns the shutdown: a signal ends serving and ``serve()``
+    returns (uvicorn would re-raise the signal, killing the process before the engine has
+    stopped). ``on_listening`` runs once the socket accepts connections."""
+
+    def __init__(
+        self, config: uvicorn.Config, *, on_listening: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__(config)
+        self.on_listening = on_listening
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit and self.on_listening is not None:
+            self.on_listening()
+
+
+@asynccontextmanager
+async def composed_app(
+    settings: Settings, *, observe: ObserverFactory | None = None
+) -> AsyncIterator[FastAPI]:
+    """The app, with the engine running behind it until the context ends."""
+    await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
+    async with EngineService(settings=settings, observe=observe) as engine:
+        yield create_app(settings, runner=engine.runner)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    sock: socket.socket,
+    on_listening: Callable[[], None] | None = None,
+    log_level: str = "info",
+    observe: ObserverFactory | None = None,
+    started: Callable[[Uvicorn], None] | None = None,
+) -> None:
+    """Serve on ``sock`` until a signal (or ``server.should_exit``); ``started`` receives
+    the uvicorn server as soon as it exists, so another thread can stop it."""
+    async with composed_app(settings, observe=observe) as app:
+        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+        server = Uvicorn(config, on_listening=on_listening)
+        if started is not None:
+            started(server)
+        await server.serve(sockets=[sock])
