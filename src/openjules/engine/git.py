@@ -45,9 +45,6 @@ class HttpAuth:
     url_prefix: str
     header: str = field(repr=False)
 
-    def applies_to(self, url: str) -> bool:
-        return url.startswith(self.url_prefix)
-
     def env(self) -> dict[str, str]:
         return {
             "GIT_CONFIG_COUNT": "2",

@@ -11,6 +11,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from openjules.timing import Part, span
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -36,16 +38,18 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.read_engine.connect() as conn:
-            yield conn
+        with span(Part.DATABASE):
+            async with self.read_engine.connect() as conn:
+                yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            if self.is_sqlite:
-                await conn.execution_options(sqlite_immediate=True)
-            async with conn.begin():
-                yield conn
+        with span(Part.DATABASE):
+            async with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    await conn.execution_options(sqlite_immediate=True)
+                async with conn.begin():
+                    yield conn
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -39,9 +39,6 @@ class Filter:
     def mentions(self, field: str) -> bool:
         return any(c.field == field for group in self.groups for c in group)
 
-    def conditions(self) -> list[Condition]:
-        return [c for group in self.groups for c in group]
-
 
 ColumnMapper = Callable[[Condition], ColumnElement[bool]]
 

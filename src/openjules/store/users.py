@@ -54,13 +54,6 @@ async def get_or_create_user(conn: AsyncConnection, *, name: str) -> User:
     return User(id=result.scalar_one(), name=name)
 
 
-async def find_user(conn: AsyncConnection, *, name: str) -> User:
-    row = (await conn.execute(select(tables.users.c.id).where(tables.users.c.name == name))).first()
-    if row is None:
-        raise NotFound(f"No user named {name!r}.")
-    return User(id=row.id, name=name)
-
-
 async def count_users(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(tables.users))).scalar_one())
 

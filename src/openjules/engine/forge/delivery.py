@@ -105,6 +105,25 @@ class Publisher:
                 "token (OPENJULES_GITHUB_TOKEN), so it cannot push to GitHub. " + KEPT_IN_CHANGESET
             )
         message = message.strip() or self.session_title
+        pushed = await self._push(record, base_commit=base_commit, patch=patch, message=message)
+        if isinstance(pushed, Delivered):
+            return pushed  # the push failed; the notice says why
+        record, prepared = pushed
+        if not self._is_github:
+            if not prepared.needs_push:
+                return Delivered()
+            return Delivered(
+                notice=f"I pushed the changes to branch `{record.branch}` of {self._where} "
+                f"(commit {prepared.commit[:12]}). It is not a GitHub repository, so no pull "
+                "request was opened; open one from that branch with your forge's tools."
+            )
+        return await self._pull_request(record, message=message, summary=summary)
+
+    async def _push(
+        self, record: DeliveryRecord, *, base_commit: str, patch: str, message: str
+    ) -> tuple[DeliveryRecord, _Prepared] | Delivered:
+        """Commit the patch on the session's branch and push it (unless the branch already
+        holds it); what was pushed is recorded before and after the push."""
         auth = self.github.git_auth(self.source.url) if self._is_github else None
         scratch = Scratch(self.scratch_path)
         try:
@@ -140,14 +159,13 @@ class Publisher:
             return self._failed(record, f"openjules could not prepare the commit ({exc})")
         finally:
             await asyncio.to_thread(scratch.remove)
-        if not self._is_github:
-            if not prepared.needs_push:
-                return Delivered()
-            return Delivered(
-                notice=f"I pushed the changes to branch `{record.branch}` of {self._where} "
-                f"(commit {prepared.commit[:12]}). It is not a GitHub repository, so no pull "
-                "request was opened; open one from that branch with your forge's tools."
-            )
+        return record, prepared
+
+    async def _pull_request(
+        self, record: DeliveryRecord, *, message: str, summary: str
+    ) -> Delivered:
+        """The pull request from the session's branch: the one already recorded, or a new
+        one (recorded at once, so a re-run reuses it)."""
         if record.pull_request is not None:
             return Delivered(pull_request=record.pull_request)
         try:

@@ -7,6 +7,7 @@ from pydantic import Field
 from openjules._types import Artifact, BashOutput, Originator, ProgressUpdated
 from openjules.engine.tools.base import Phase, Tool, ToolArgs, ToolContext, ToolResult
 from openjules.store.activities import NewActivity
+from openjules.timing import Part, span
 
 
 class ShellArgs(ToolArgs):
@@ -24,13 +25,14 @@ class Shell(Tool):
     phases = frozenset(Phase)
 
     async def run(self, ctx: ToolContext, args: ShellArgs) -> ToolResult:
-        result = await ctx.sandbox.run(
-            args.command,
-            workspace=ctx.workspace.tree,
-            network=ctx.network,
-            read_only=ctx.phase is Phase.PLANNING,
-            ro_binds=ctx.workspace.sandbox_binds(),
-        )
+        with span(Part.COMMANDS):
+            result = await ctx.sandbox.run(
+                args.command,
+                workspace=ctx.workspace.tree,
+                network=ctx.network,
+                read_only=ctx.phase is Phase.PLANNING,
+                ro_binds=ctx.workspace.sandbox_binds(),
+            )
         # The shape Jules uses for command progress (spec §5.10 / §9.5).
         description = (
             f"Command: \n{args.command}\nOutput: {result.output}Exit Code: {result.exit_code}"
