@@ -1,7 +1,8 @@
 """openjules: a self-hostable server that speaks the Jules REST API (v1alpha).
 
-Importing this package has no side effects; servers are built with
-``openjules.api.create_app(settings)``.
+Importing this package has no side effects. A server process is composed by
+``openjules.server`` (the engine from ``openjules.engine.service.EngineService``, the HTTP
+app from ``openjules.api.create_app(settings, runner=…)``).
 """
 
 from openjules._errors import (

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from openjules.engine.sandbox import (
+    BubblewrapSandbox,
     Limits,
     Sandbox,
     SandboxKind,
     SandboxUnavailable,
+    UnsandboxedSandbox,
     sandbox_from_settings,
 )
 from openjules.settings import Settings
@@ -30,8 +32,11 @@ NOBODY = 65534
 
 @pytest.fixture
 def sandbox() -> Sandbox:
-    return Sandbox(kind=SandboxKind.BUBBLEWRAP, uid=NOBODY, gid=NOBODY,
-                   limits=Limits(wall_seconds=20, processes=64, memory_bytes=512 * 1024**2))
+    return BubblewrapSandbox(
+        uid=NOBODY,
+        gid=NOBODY,
+        limits=Limits(wall_seconds=20, processes=64, memory_bytes=512 * 1024**2),
+    )
 
 
 @pytest.fixture
@@ -171,8 +176,9 @@ async def test_background_children_die_when_the_command_ends(
     sandbox: Sandbox, workspace: Path
 ) -> None:
     marker = "1818.25"
-    result = await sandbox.run(f"nohup sleep {marker} >/dev/null 2>&1 & echo started",
-                               workspace=workspace)
+    result = await sandbox.run(
+        f"nohup sleep {marker} >/dev/null 2>&1 & echo started", workspace=workspace
+    )
     assert result.exit_code == 0
     assert _processes_with(f"sleep {marker}") == []
 
@@ -214,6 +220,15 @@ async def test_output_is_truncated_in_the_middle_with_a_marker(
     assert result.output.rstrip().endswith("LAST")
     assert "bytes of output omitted" in result.output
     assert len(result.output) < 5000
+
+
+def test_the_setting_picks_the_implementation() -> None:
+    sandboxed = sandbox_from_settings(Settings(sandbox="bubblewrap", sandbox_uid=NOBODY))
+    plain = sandbox_from_settings(Settings(sandbox=SandboxKind.UNSANDBOXED))
+    assert isinstance(sandboxed, BubblewrapSandbox)
+    assert sandboxed.kind is SandboxKind.BUBBLEWRAP
+    assert isinstance(plain, UnsandboxedSandbox)
+    assert plain.kind is SandboxKind.UNSANDBOXED
 
 
 def test_an_unknown_sandbox_setting_is_refused_with_the_choices() -> None:

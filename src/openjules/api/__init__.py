@@ -1,4 +1,4 @@
-"""The HTTP API: ``create_app(settings)`` builds the FastAPI application."""
+"""The HTTP API: ``create_app(settings, runner=…)`` builds the FastAPI application."""
 
 from openjules.api.app import create_app
 

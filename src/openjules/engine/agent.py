@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from openjules.engine import prompts
 from openjules.engine.model import Model, ModelError, ToolCallRequest
-from openjules.engine.tools.base import Effect, ToolContext, ToolResult, error
+from openjules.engine.tools.base import Effect, Tool, ToolContext, ToolResult, error
 from openjules.engine.tools.registry import tools_for
 from openjules.store.activities import NewActivity
 from openjules.store.agent_state import Phase, Transcript
@@ -154,7 +154,7 @@ class Agent:
         return step
 
     async def _run_one(
-        self, call: ToolCallRequest, *, tools: dict[str, Any], context: ToolContext
+        self, call: ToolCallRequest, *, tools: dict[str, Tool], context: ToolContext
     ) -> ToolResult:
         tool = tools.get(call.name)
         if tool is None:

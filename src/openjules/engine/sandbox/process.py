@@ -1,0 +1,254 @@
+"""What every sandbox shares: the limits and results of a command, running it under
+``prlimit`` in its own process group, collecting its output, and the wall-clock timeout.
+
+``RLIMIT_NPROC`` is never enforced for uid 0, so when the server runs as root, commands run
+as an unprivileged uid (``sandbox_uid``) and the work tree is handed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from openjules.settings import Settings
+
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "TERM": "dumb",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+# After the command has been killed, its output pipe is normally at EOF at once; a
+# grandchild that escaped the process group must not hold run() forever.
+OUTPUT_DRAIN_TIMEOUT_S = 5.0
+PRLIMIT_MISSING = "`prlimit` (util-linux) is required to limit agent commands."
+
+
+class SandboxUnavailable(RuntimeError):
+    """The configured sandbox cannot run here; the message says what to install or set."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_seconds: float = 600.0
+    cpu_seconds: int = 600
+    memory_bytes: int = 4 * 1024**3
+    processes: int = 256
+    file_bytes: int = 1024**3
+    open_files: int = 1024
+    output_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    output: str
+    timed_out: bool = False
+    truncated: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    """The start-up self check: ``line`` is printed as is; ``ok`` is False when agent
+    commands cannot run (the line then says why and what to do)."""
+
+    ok: bool
+    line: str
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+
+
+def limits_from_settings(settings: Settings) -> Limits:
+    return Limits(
+        wall_seconds=settings.command_timeout_seconds,
+        cpu_seconds=settings.command_cpu_seconds,
+        memory_bytes=settings.command_memory_bytes,
+        processes=settings.command_max_processes,
+        file_bytes=settings.command_max_file_bytes,
+        output_bytes=settings.command_output_bytes,
+    )
+
+
+def run_as(uid: int | None, gid: int | None) -> RunAs | None:
+    """Whom commands run as, or None to keep the server's uid (it is not root, or no uid is
+    configured). Without a gid, the group has the uid's number rather than staying root's."""
+    if os.geteuid() != 0 or uid is None:
+        return None
+    return RunAs(uid=uid, gid=gid if gid is not None else uid)
+
+
+def chown_tree(tree: Path, owner: RunAs | None) -> None:
+    if owner is None:
+        return
+    for root, dirs, files in os.walk(tree):
+        os.chown(root, owner.uid, owner.gid)
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(root, name), owner.uid, owner.gid)
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SandboxUnavailable(f"`{name}` is not installed on this machine.")
+    return path
+
+
+def require_prlimit() -> None:
+    if shutil.which("prlimit") is None:
+        raise SandboxUnavailable(PRLIMIT_MISSING)
+
+
+def prlimit_argv(limits: Limits) -> list[str]:
+    return [
+        tool("prlimit"),
+        f"--cpu={limits.cpu_seconds}",
+        f"--as={limits.memory_bytes}",
+        f"--nproc={limits.processes}",
+        f"--fsize={limits.file_bytes}",
+        f"--nofile={limits.open_files}",
+        "--core=0",
+        "--",
+    ]
+
+
+async def spawn(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
+    user: RunAs | None = None,
+) -> asyncio.subprocess.Process:
+    """Start ``argv`` with output and errors on one pipe, no stdin, and a new session: the
+    command's process group is what the timeout kills, and it has no terminal to inject
+    input into."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+        pass_fds=tuple(pass_fds),
+        user=user.uid if user else None,
+        group=user.gid if user else None,
+        # Dropping to another uid must not keep root's supplementary groups.
+        extra_groups=[] if user else None,
+    )
+
+
+async def supervise(
+    process: asyncio.subprocess.Process,
+    *,
+    limits: Limits,
+    started: float,
+    after_exit: Callable[[], Awaitable[None]] | None = None,
+) -> CommandResult:
+    """Collect ``process``'s output until it exits or the wall-clock limit passes, then kill
+    its process group; ``after_exit`` waits for whatever else must be gone before the
+    command counts as finished. Runs to the end even when the caller is cancelled."""
+    assert process.stdout is not None
+    collector = Output(limit=limits.output_bytes)
+    reader = asyncio.create_task(collector.drain(process.stdout))
+    timed_out = False
+    try:
+        await asyncio.wait_for(process.wait(), timeout=limits.wall_seconds)
+    except TimeoutError:
+        timed_out = True
+    finally:
+        kill_group(process.pid)
+        await process.wait()
+        if after_exit is not None:
+            await after_exit()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(reader, timeout=OUTPUT_DRAIN_TIMEOUT_S)
+    output = collector.text()
+    if timed_out:
+        output += f"\n[command timed out after {limits.wall_seconds:g}s and was killed]"
+    return CommandResult(
+        exit_code=process.returncode if process.returncode is not None else -1,
+        output=output,
+        timed_out=timed_out,
+        truncated=collector.truncated,
+        seconds=time.monotonic() - started,
+    )
+
+
+def kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class Output:
+    """Keeps the first and last ``limit / 2`` bytes of a stream, with a marker between."""
+
+    def __init__(self, *, limit: int) -> None:
+        self.half = max(1, limit // 2)
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    async def drain(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            room = self.half - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            if chunk:
+                self.tail += chunk
+                if len(self.tail) > self.half:
+                    excess = len(self.tail) - self.half
+                    self.dropped += excess
+                    del self.tail[:excess]
+
+    def text(self) -> str:
+        middle = f"\n[... {self.dropped} bytes of output omitted ...]\n" if self.dropped else ""
+        return self.head.decode(errors="replace") + middle + self.tail.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class ProcessSandbox:
+    """What both sandboxes share: limits, and the uid a root server's commands run as."""
+
+    limits: Limits = field(default_factory=Limits)
+    # Used only when the server runs as root; None keeps the caller's uid.
+    uid: int | None = None
+    gid: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            limits=limits_from_settings(settings),
+            uid=settings.sandbox_uid,
+            gid=settings.sandbox_gid,
+        )
+
+    def prepare_workspace(self, tree: Path) -> None:
+        """Give the sandbox uid ownership of the work tree (root servers only)."""
+        chown_tree(tree, run_as(self.uid, self.gid))
