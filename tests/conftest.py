@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from openjules.settings import Settings
 from openjules.testing import LiveServer, provision_user
+from tests.support import api_client, make_repo
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "OPENJULES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -85,10 +85,6 @@ def server(server_settings: Settings) -> Iterator[LiveServer]:
         yield live
 
 
-def make_client(live: LiveServer, key: str) -> httpx.Client:
-    return httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}, timeout=30)
-
-
 @pytest.fixture
 def api_key(server: LiveServer) -> str:
     """A new user with one key for each test: tests never see each other's sessions."""
@@ -97,27 +93,15 @@ def api_key(server: LiveServer) -> str:
 
 @pytest.fixture
 def client(server: LiveServer, api_key: str) -> Iterator[httpx.Client]:
-    with make_client(server, api_key) as c:
+    with api_client(server.api, api_key) as c:
         yield c
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-        env={"PATH": os.environ["PATH"], "HOME": str(cwd), "GIT_AUTHOR_NAME": "t",
-             "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-             "GIT_COMMITTER_EMAIL": "t@example.com"},
-    ).stdout
 
 
 @pytest.fixture(scope="session")
 def git_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real repository: branches main (default), develop and feature/x."""
-    path = tmp_path_factory.mktemp("repo")
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "README.md").write_text("# demo\n")
-    git("add", "README.md", cwd=path)
-    git("commit", "-q", "-m", "initial", cwd=path)
-    git("branch", "develop", cwd=path)
-    git("branch", "feature/x", cwd=path)
-    return path
+    return make_repo(
+        tmp_path_factory.mktemp("repo"),
+        {"README.md": "# demo\n"},
+        branches=("develop", "feature/x"),
+    )

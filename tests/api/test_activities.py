@@ -13,16 +13,8 @@ import pytest
 
 from openjules.testing import LiveServer, provision_user
 from tests import driver
-from tests.api.session_support import (
-    ACTIVITY_KINDS,
-    HEX_ID,
-    api_client,
-    create_session,
-    expect_error,
-    list_activities,
-    micros,
-    ok_json,
-)
+from tests.api.session_support import HEX_ID, create_session, expect_error, micros
+from tests.support import ACTIVITY_KINDS, api_client, list_activities, ok_json
 
 # Keys an activity may carry besides its one kind.
 COMMON_KEYS = {"name", "id", "description", "createTime", "originator", "artifacts"}
@@ -30,7 +22,7 @@ COMMON_KEYS = {"name", "id", "description", "createTime", "originator", "artifac
 
 @pytest.fixture(scope="module")
 def shared(server: LiveServer) -> Iterator[httpx.Client]:
-    with api_client(server, provision_user(server.settings, name="activities-shared")) as c:
+    with api_client(server.api, provision_user(server.settings, name="activities-shared")) as c:
         yield c
 
 

@@ -8,15 +8,14 @@ import httpx
 import pytest
 
 from openjules.testing import LiveServer, provision_user
-from tests.api.session_support import api_client, create_session, expect_error, ok_json
-
-UNKNOWN_ID = "1234567890123456789"
+from tests.api.session_support import create_session, expect_error
+from tests.support import MISSING_SESSION_ID, api_client, ok_json
 
 
 @pytest.fixture(scope="module")
 def shared(server: LiveServer) -> Iterator[httpx.Client]:
     """One user for the whole module, for tests that only look at errors."""
-    with api_client(server, provision_user(server.settings, name="errors-shared")) as c:
+    with api_client(server.api, provision_user(server.settings, name="errors-shared")) as c:
         yield c
 
 
@@ -28,7 +27,7 @@ def shared(server: LiveServer) -> Iterator[httpx.Client]:
         ("GET", "/v1/sessions", 404, "NOT_FOUND"),
         ("GET", "/v1alpha/sessions/{id}/activities/a/b", 404, "NOT_FOUND"),
         ("GET", "/v1alpha/sessions/{id}:archive", 404, "NOT_FOUND"),
-        ("GET", f"/v1alpha/sessions/{UNKNOWN_ID}", 404, "NOT_FOUND"),
+        ("GET", f"/v1alpha/sessions/{MISSING_SESSION_ID}", 404, "NOT_FOUND"),
         ("POST", "/v1alpha/sessions/{id}:nope", 404, "NOT_FOUND"),
         ("POST", "/v1alpha/sessions/{id}/approvePlan", 404, "NOT_FOUND"),
         ("POST", "/v1alpha/sessions/{id}:approvePlan", 400, "FAILED_PRECONDITION"),
@@ -66,7 +65,7 @@ def test_method_not_allowed_names_the_allowed_methods(client: httpx.Client) -> N
 
 
 def test_not_found_message_matches_google(client: httpx.Client) -> None:
-    error = expect_error(client.get(f"/sessions/{UNKNOWN_ID}"), 404, "NOT_FOUND")
+    error = expect_error(client.get(f"/sessions/{MISSING_SESSION_ID}"), 404, "NOT_FOUND")
     assert error["message"] == "Requested entity was not found."
 
 
@@ -78,11 +77,11 @@ def test_not_found_message_matches_google(client: httpx.Client) -> None:
     [
         ("GET", "/sessions"),
         ("POST", "/sessions"),
-        ("GET", f"/sessions/{UNKNOWN_ID}"),
-        ("DELETE", f"/sessions/{UNKNOWN_ID}"),
-        ("POST", f"/sessions/{UNKNOWN_ID}:sendMessage"),
-        ("POST", f"/sessions/{UNKNOWN_ID}:approvePlan"),
-        ("GET", f"/sessions/{UNKNOWN_ID}/activities"),
+        ("GET", f"/sessions/{MISSING_SESSION_ID}"),
+        ("DELETE", f"/sessions/{MISSING_SESSION_ID}"),
+        ("POST", f"/sessions/{MISSING_SESSION_ID}:sendMessage"),
+        ("POST", f"/sessions/{MISSING_SESSION_ID}:approvePlan"),
+        ("GET", f"/sessions/{MISSING_SESSION_ID}/activities"),
     ],
 )
 def test_missing_or_wrong_key_is_unauthenticated(

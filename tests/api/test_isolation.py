@@ -8,13 +8,8 @@ import httpx
 
 from openjules.testing import LiveServer, provision_user
 from tests import driver
-from tests.api.session_support import (
-    api_client,
-    create_session,
-    expect_error,
-    list_activities,
-    ok_json,
-)
+from tests.api.session_support import create_session, expect_error
+from tests.support import api_client, list_activities, ok_json
 
 
 def test_another_user_cannot_see_or_touch_a_session(
@@ -25,7 +20,7 @@ def test_another_user_cannot_see_or_touch_a_session(
     activity = list_activities(client, sid)[0]
 
     other_key = provision_user(server.settings, name=f"other-{secrets.token_hex(4)}")
-    with api_client(server, other_key) as other:
+    with api_client(server.api, other_key) as other:
         mine = create_session(other, prompt="other's own")["id"]
         # Lists show only the caller's sessions, with or without filters.
         for params in ({}, {"filter": "archived = true OR archived = false"},

@@ -12,21 +12,15 @@ import pytest
 
 from openjules.testing import LiveServer, provision_user
 from tests import driver
-from tests.api.session_support import (
-    api_client,
-    create_session,
-    expect_error,
-    micros,
-    ok_json,
-    walk,
-)
+from tests.api.session_support import create_session, expect_error, micros
+from tests.support import api_client, ok_json, walk
 
 COUNT = 250
 
 
 @pytest.fixture(scope="module")
 def owner(server: LiveServer) -> Iterator[httpx.Client]:
-    with api_client(server, provision_user(server.settings, name="pagination")) as c:
+    with api_client(server.api, provision_user(server.settings, name="pagination")) as c:
         yield c
 
 

@@ -12,37 +12,26 @@ from openjules.testing import LiveServer, provision_user
 from tests import driver
 from tests.api.session_support import (
     HEX_ID,
-    api_client,
     create_session,
     expect_error,
     field_violations,
-    list_activities,
     micros,
-    ok_json,
 )
+from tests.support import MISSING_SESSION_ID, api_client, kinds, list_activities, ok_json
 
-UNKNOWN_ID = "1234567890123456789"
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def shared(server: LiveServer) -> Iterator[httpx.Client]:
     """One user for the whole module, for tests that only look at errors."""
-    with api_client(server, provision_user(server.settings, name="verbs-shared")) as c:
+    with api_client(server.api, provision_user(server.settings, name="verbs-shared")) as c:
         yield c
 
 
 def state_of(client: httpx.Client, session_id: str) -> str:
     state: str = ok_json(client.get(f"/sessions/{session_id}"))["state"]
     return state
-
-
-def kinds(activities: list[dict[str, Any]]) -> list[str]:
-    names = {
-        "agentMessaged", "userMessaged", "planGenerated", "planApproved", "progressUpdated",
-        "sessionCompleted", "sessionFailed",
-    }
-    return [next(k for k in a if k in names) for a in activities]
 
 
 # --- routing of ':verb' ---------------------------------------------------------------
@@ -84,7 +73,7 @@ def test_slash_form_of_a_verb_is_not_found(shared: httpx.Client, verb: str) -> N
 
 @pytest.mark.parametrize("verb", ["approvePlan", "sendMessage", "archive", "unarchive"])
 def test_verbs_on_an_unknown_session_are_not_found(shared: httpx.Client, verb: str) -> None:
-    response = shared.post(f"/sessions/{UNKNOWN_ID}:{verb}", json={"prompt": "hi"})
+    response = shared.post(f"/sessions/{MISSING_SESSION_ID}:{verb}", json={"prompt": "hi"})
     expect_error(response, 404, "NOT_FOUND")
     response = shared.post(f"/sessions/not-a-number:{verb}", json={"prompt": "hi"})
     expect_error(response, 404, "NOT_FOUND")

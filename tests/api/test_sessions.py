@@ -14,15 +14,13 @@ from openjules.testing import LiveServer, provision_user
 from tests import driver
 from tests.api.session_support import (
     SESSION_ID,
-    SOURCE_NAME,
     add_source,
-    api_client,
     create_session,
     expect_error,
     field_violations,
     micros,
-    ok_json,
 )
+from tests.support import SOURCE_NAME, api_client, ok_json
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +31,7 @@ def source(server: LiveServer, git_repo: Path) -> str:
 @pytest.fixture(scope="module")
 def shared(server: LiveServer) -> Iterator[httpx.Client]:
     """One user for the whole module, for tests that only look at errors."""
-    with api_client(server, provision_user(server.settings, name="sessions-shared")) as c:
+    with api_client(server.api, provision_user(server.settings, name="sessions-shared")) as c:
         yield c
 
 

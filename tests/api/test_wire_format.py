@@ -11,13 +11,8 @@ import pytest
 
 from openjules.testing import LiveServer
 from tests import driver
-from tests.api.session_support import (
-    TIMESTAMP,
-    add_source,
-    create_session,
-    list_activities,
-    ok_json,
-)
+from tests.api.session_support import TIMESTAMP, add_source, create_session
+from tests.support import list_activities, ok_json
 
 JSON = {"Content-Type": "application/json"}
 

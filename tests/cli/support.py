@@ -21,6 +21,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.support import api_client
+
 CLI_TIMEOUT_S = 60.0
 SERVER_START_TIMEOUT_S = 30.0
 SERVER_STOP_TIMEOUT_S = 15.0
@@ -236,7 +238,7 @@ class ServeProcess:
             proc.wait(timeout=SERVER_STOP_TIMEOUT_S)
 
     def client(self, key: str) -> httpx.Client:
-        return httpx.Client(base_url=self.api, headers={"X-Goog-Api-Key": key}, timeout=30)
+        return api_client(self.api, key)
 
     def __enter__(self) -> ServeProcess:
         return self.start()

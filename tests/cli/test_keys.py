@@ -11,6 +11,7 @@ import psycopg
 
 from openjules.testing import LiveServer, provision_user
 from tests.cli.support import KEY_LINE, Target, create_key, ok, run_openjules
+from tests.support import api_client
 
 
 def _status(server: LiveServer, key: str) -> int:
@@ -42,7 +43,7 @@ def test_created_key_is_the_last_line_authenticates_and_is_stored_hashed(
     assert httpx.get(f"{server.api}/sessions", params={"key": key}, timeout=30).status_code == 200
 
     # The key writes as well as reads.
-    with httpx.Client(base_url=server.api, headers={"X-Goog-Api-Key": key}, timeout=30) as c:
+    with api_client(server.api, key) as c:
         session = c.post("/sessions", json={"prompt": "made with a CLI key"}).json()
         assert c.get(f"/sessions/{session['id']}").status_code == 200
 

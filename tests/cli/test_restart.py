@@ -11,26 +11,18 @@ import httpx
 from openjules.settings import Settings
 from openjules.testing import register_source
 from tests.cli.support import ServeProcess, Target
+from tests.support import ok_json, walk
 
 SOURCE = "sources/github/acme/app"
 
 
-def _get(client: httpx.Client, path: str, **params: str) -> dict[str, Any]:
-    response = client.get(path, params=params)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+def _get(client: httpx.Client, path: str) -> dict[str, Any]:
+    return ok_json(client.get(path))
 
 
 def _all(client: httpx.Client, path: str, key: str, **params: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    token = ""
-    while True:
-        page = _get(client, path, pageSize="2", **params, **({"pageToken": token} if token else {}))
-        items.extend(page.get(key, []))
-        token = page.get("nextPageToken", "")
-        if not token:
-            return items
+    """Every item, two per page (so that every list is read over several pages)."""
+    return walk(client, path, key, {"pageSize": "2", **params})
 
 
 def _populate(client: httpx.Client) -> dict[str, str]:

@@ -9,16 +9,18 @@ import httpx
 import pytest
 
 from openjules.testing import LiveServer, register_source
-from tests.cli.sources_support import branch_names, get_source, make_repo
+from tests.cli.sources_support import branch_names, get_source
 from tests.cli.support import Target, ok, run_many, run_openjules
-from tests.conftest import git
+from tests.support import git, make_repo
+
+BRANCHES = ("develop", "feature/x")
 
 
 def test_add_path_is_named_local_dirname(
     client: httpx.Client, server_target: Target, tmp_path: Path
 ) -> None:
     directory = f"demo-{secrets.token_hex(3)}"
-    repo = make_repo(tmp_path, directory)
+    repo = make_repo(tmp_path / directory, branches=BRANCHES)
     out = ok(run_openjules(server_target, "sources", "add", str(repo)))
     name = f"sources/github/local/{directory}"
     assert name in out
@@ -64,7 +66,7 @@ def test_add_with_name_and_private_then_list(
 
 def test_add_git_url(client: httpx.Client, server_target: Target, tmp_path: Path) -> None:
     """A file:// URL to a bare `NAME.git` repository: named OWNER/NAME from the URL path."""
-    work = make_repo(tmp_path, "work")
+    work = make_repo(tmp_path / "work", branches=BRANCHES)
     owner = f"team-{secrets.token_hex(3)}"
     (tmp_path / owner).mkdir()
     bare = tmp_path / owner / "service.git"
@@ -81,7 +83,7 @@ def test_add_git_url(client: httpx.Client, server_target: Target, tmp_path: Path
 def test_refresh_picks_up_branches_and_default_branch(
     server: LiveServer, client: httpx.Client, server_target: Target, tmp_path: Path
 ) -> None:
-    repo = make_repo(tmp_path, "moving")
+    repo = make_repo(tmp_path / "moving", branches=BRANCHES)
     short = f"acme/moving-{secrets.token_hex(3)}"
     name = register_source(server.settings, location=str(repo), owner="acme", repo=short[5:])
     assert get_source(client, name)["githubRepo"]["defaultBranch"]["displayName"] == "main"
@@ -120,7 +122,7 @@ def sqlite_target(tmp_path: Path) -> Target:
 def test_bad_locations_and_names_are_clean_errors(sqlite_target: Target, tmp_path: Path) -> None:
     plain = tmp_path / "plain-dir"
     plain.mkdir()
-    repo = make_repo(tmp_path, "fine")
+    repo = make_repo(tmp_path / "fine", branches=BRANCHES)
     missing, not_git, no_slash, bad_char = run_many(
         sqlite_target,
         ["sources", "add", str(tmp_path / "no-such-dir")],

@@ -27,16 +27,15 @@ from openjules.testing import (
     register_github_source,
 )
 from tests.cli.sources_support import branch_names, get_source
-from tests.cli.sources_support import make_repo as make_source_repo
 from tests.cli.support import Target, ok, run_many, run_openjules
-from tests.conftest import git
+from tests.support import api_client, git, make_repo
 
 WRONG_TOKEN = "ghp_wrongWRONGwrong0123456789abcdef"
 
 
-def make_repo(parent: Path, name: str) -> Path:
+def work_repo(path: Path) -> Path:
     """A real repository with branches main (checked out), develop and feature-x."""
-    return make_source_repo(parent, name, branches=("develop", "feature-x"))
+    return make_repo(path, branches=("develop", "feature-x"))
 
 
 def tag() -> str:
@@ -86,7 +85,7 @@ def test_sync_registers_every_repository_across_pages(
     fake: FakeGitHub, client: httpx.Client, server_target: Target, tmp_path: Path
 ) -> None:
     t = tag()
-    work = make_repo(tmp_path, "work")
+    work = work_repo(tmp_path / "work")
     fake.add_repo(f"acme-{t}", "app", from_path=work)
     fake.add_repo(f"acme-{t}", "secret", private=True)
     fake.add_repo(f"bob-{t}", "tools", from_path=work, default_branch="develop")
@@ -166,7 +165,7 @@ def own_server(fresh_target: Target) -> Iterator[tuple[Target, httpx.Client]]:
     )
     with LiveServer(settings) as live:
         key = provision_user(live.settings, name="pruner")
-        with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}, timeout=30) as client:
+        with api_client(live.api, key) as client:
             yield fresh_target, client
 
 
@@ -174,7 +173,7 @@ def test_resync_reports_unreachable_sources_and_prune_removes_them(
     own_server: tuple[Target, httpx.Client], tmp_path: Path
 ) -> None:
     target, client = own_server
-    local = make_repo(tmp_path, "local-work")
+    local = work_repo(tmp_path / "local-work")
     ok(run_openjules(target, "sources", "add", str(local)))
     local_name = "sources/github/local/local-work"
     kept, gone = "sources/github/frank/kept", "sources/github/frank/gone"
@@ -269,7 +268,7 @@ def test_add_github_repository(
 ) -> None:
     t = tag()
     owner = f"acme-{t}"
-    fake.add_repo(owner, "app", from_path=make_repo(tmp_path, "work"), private=True)
+    fake.add_repo(owner, "app", from_path=work_repo(tmp_path / "work"), private=True)
     fake.add_repo(owner, "other")
 
     target = with_github(server_target, fake)

@@ -20,18 +20,16 @@ from typing import Any
 import pytest
 
 from openjules.testing import LiveServer, register_source
+from tests.support import OWNER, REPO
 
 NODE_DIR = Path(__file__).parent / "node"
 SDK_ENTRY = NODE_DIR / "node_modules" / "@google" / "jules-sdk" / "dist" / "index.mjs"
 NODE_TIMEOUT_S = 60
 
-# The registered repository every compat test uses: branches main (default), develop, feature/x.
-OWNER = "acme"
-REPO = "demo"
+# Every compat test registers the root conftest's git_repo (branches main (default), develop,
+# feature/x) as tests.support.SOURCE_NAME, and once more as OWNER/OTHER_REPO.
 OTHER_REPO = "tools"
-SOURCE_NAME = f"sources/github/{OWNER}/{REPO}"
 MISSING_REPO = "acme/no-such-repo"
-MISSING_SESSION_ID = "1234567890123456789"
 
 
 class NodeRunner:

@@ -26,15 +26,8 @@ from jules_agent_sdk.models import Activity, Session, SessionState
 
 from openjules.testing import LiveServer
 from tests import driver
-from tests.compat.conftest import (
-    MISSING_REPO,
-    MISSING_SESSION_ID,
-    OTHER_REPO,
-    OWNER,
-    REPO,
-    SOURCE_NAME,
-)
-from tests.conftest import git
+from tests.compat.conftest import MISSING_REPO, OTHER_REPO
+from tests.support import MISSING_SESSION_ID, OWNER, REPO, SOURCE_NAME, git
 
 pytestmark = pytest.mark.compat
 

@@ -15,16 +15,8 @@ import pytest
 
 from openjules.testing import LiveServer
 from tests import driver
-from tests.compat.conftest import (
-    MISSING_REPO,
-    MISSING_SESSION_ID,
-    OTHER_REPO,
-    OWNER,
-    REPO,
-    SOURCE_NAME,
-    NodeRunner,
-)
-from tests.conftest import git
+from tests.compat.conftest import MISSING_REPO, OTHER_REPO, NodeRunner
+from tests.support import MISSING_SESSION_ID, OWNER, REPO, SOURCE_NAME, git
 
 pytestmark = pytest.mark.compat
 

@@ -30,7 +30,6 @@ from openjules.testing import (
 )
 from tests.cli.support import Target, ok, run_openjules
 from tests.compat.conftest import MISSING_REPO, NodeRunner
-from tests.conftest import git, make_client
 from tests.engine.agent_support import (
     agent_server,
     call,
@@ -40,6 +39,7 @@ from tests.engine.agent_support import (
     repo,
     source,
 )
+from tests.support import api_client, git, make_repo
 
 # The agent fixtures are used by name; `source` here shadows the compat conftest's.
 __all__ = ["agent_server", "fake_model", "repo", "source"]
@@ -78,7 +78,7 @@ def agent_key(agent_server: LiveServer) -> str:
 @pytest.fixture
 def wire(agent_server: LiveServer, agent_key: str) -> Iterator[httpx.Client]:
     """The same user's view over plain HTTP, to compare with what the SDK reported."""
-    with make_client(agent_server, agent_key) as c:
+    with api_client(agent_server.api, agent_key) as c:
         yield c
 
 
@@ -265,17 +265,6 @@ EXPECTED_SOURCES = {
 }
 
 
-def _small_repo(path: Path, *, default: str, others: list[str]) -> Path:
-    path.mkdir(parents=True)
-    git("init", "-q", "-b", default, cwd=path)
-    (path / "README.md").write_text(f"# {path.name}\n")
-    git("add", ".", cwd=path)
-    git("commit", "-q", "-m", "initial", cwd=path)
-    for branch in others:
-        git("branch", branch, cwd=path)
-    return path
-
-
 @pytest.fixture
 def github(tmp_path: Path, repo: Path) -> Iterator[FakeGitHub]:
     """acme/greeter (the `repo` fixture) and two more; one item per page, so registering
@@ -284,7 +273,7 @@ def github(tmp_path: Path, repo: Path) -> Iterator[FakeGitHub]:
         fake.add_repo("acme", "greeter", from_path=repo)
         for full_name, (default, others, private) in MORE_GITHUB_REPOS.items():
             owner, name = full_name.split("/")
-            work = _small_repo(tmp_path / "more" / full_name, default=default, others=others)
+            work = make_repo(tmp_path / "more" / full_name, branch=default, branches=others)
             fake.add_repo(owner, name, from_path=work, private=private)
         yield fake
 

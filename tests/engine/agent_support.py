@@ -1,12 +1,12 @@
 """Shared pieces for tests that run the agent end to end: a source repository, the fake
-model, a live server with workers, and helpers to wait on states and read activities."""
+model, a live server with workers, and the bubblewrap marker. Waiting on states and reading
+activities is in tests/support.py."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +17,13 @@ import pytest
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
 from openjules.testing import register_source as register
-from tests.conftest import git
+from tests.support import api_client, git, make_repo
 
 # Tests that run commands need bubblewrap; `make test` installs it, and CI must not skip.
 needs_bubblewrap = pytest.mark.skipif(
     shutil.which("bwrap") is None and not os.environ.get("CI"),
     reason="bubblewrap is not installed (make test installs it)",
 )
-
-TERMINAL = {"COMPLETED", "FAILED"}
 
 
 def call(name: str, **arguments: Any) -> Reply:
@@ -34,14 +32,11 @@ def call(name: str, **arguments: Any) -> Reply:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "greeter"
-    path.mkdir()
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "app.py").write_text("print('hello')\n")
-    (path / "AGENTS.md").write_text("Always greet politely.\n")
-    git("add", ".", cwd=path)
-    git("commit", "-q", "-m", "initial", cwd=path)
-    return path
+    """The greeter repository (branch main): app.py and an AGENTS.md."""
+    return make_repo(
+        tmp_path / "greeter",
+        {"app.py": "print('hello')\n", "AGENTS.md": "Always greet politely.\n"},
+    )
 
 
 @pytest.fixture
@@ -82,7 +77,7 @@ def agent_server(
 @pytest.fixture
 def client(agent_server: LiveServer) -> Iterator[httpx.Client]:
     key = provision_user(agent_server.settings, name=f"agent-{secrets.token_hex(4)}")
-    with httpx.Client(base_url=agent_server.api, headers={"X-Goog-Api-Key": key}, timeout=30) as c:
+    with api_client(agent_server.api, key) as c:
         yield c
 
 
@@ -94,40 +89,6 @@ def source(agent_server: LiveServer, repo: Path) -> str:
         owner="acme",
         repo=f"greeter-{secrets.token_hex(3)}",
     )
-
-
-def wait_for_state(
-    client: httpx.Client, sid: str, states: set[str], timeout: float = 60
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        session: dict[str, Any] = client.get(f"/sessions/{sid}").json()
-        if session["state"] in states:
-            return session
-        if time.monotonic() > deadline:
-            raise AssertionError(f"session stayed {session['state']}, wanted {states}")
-        time.sleep(0.05)
-
-
-def activities(client: httpx.Client, sid: str) -> list[dict[str, Any]]:
-    return list(
-        client.get(f"/sessions/{sid}/activities", params={"pageSize": 100})
-        .json()
-        .get("activities", [])
-    )
-
-
-def kinds(items: list[dict[str, Any]]) -> list[str]:
-    keys = (
-        "planGenerated",
-        "planApproved",
-        "progressUpdated",
-        "agentMessaged",
-        "userMessaged",
-        "sessionCompleted",
-        "sessionFailed",
-    )
-    return [next(k for k in keys if k in a) for a in items]
 
 
 def patch_applies(repo: Path, patch: str, tmp_path: Path) -> Path:

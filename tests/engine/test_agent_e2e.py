@@ -17,16 +17,8 @@ import httpx
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, provision_user
 from openjules.testing import register_source as register
-from tests.conftest import git
-from tests.engine.agent_support import (
-    TERMINAL,
-    activities,
-    call,
-    kinds,
-    needs_bubblewrap,
-    patch_applies,
-    wait_for_state,
-)
+from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
+from tests.support import TERMINAL, api_client, git, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
@@ -54,12 +46,12 @@ def test_a_session_with_plan_approval_runs_to_a_patch_that_applies(
     }).json()["id"]
 
     wait_for_state(client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL)
-    assert kinds(activities(client, sid)) == ["planGenerated"]
+    assert kinds(list_activities(client, sid)) == ["planGenerated"]
     assert client.post(f"/sessions/{sid}:approvePlan").json() == {}
     session = wait_for_state(client, sid, TERMINAL)
 
     assert session["state"] == "COMPLETED"
-    items = activities(client, sid)
+    items = list_activities(client, sid)
     assert kinds(items) == ["planGenerated", "planApproved", "progressUpdated",
                             "progressUpdated", "sessionCompleted"]
     assert items[1]["originator"] == "user"
@@ -89,7 +81,7 @@ def test_without_plan_approval_the_plan_is_approved_automatically(
     }).json()["id"]
     session = wait_for_state(client, sid, TERMINAL)
     assert session["state"] == "COMPLETED"
-    assert kinds(activities(client, sid)) == [
+    assert kinds(list_activities(client, sid)) == [
         "planGenerated", "planApproved", "progressUpdated", "progressUpdated",
         "sessionCompleted"]
     patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
@@ -108,7 +100,7 @@ def test_a_question_waits_for_the_answer_and_the_model_receives_it(
         "prompt": "Change the greeting", "sourceContext": {"source": source},
     }).json()["id"]
     wait_for_state(client, sid, {"AWAITING_USER_FEEDBACK"} | TERMINAL)
-    asked = activities(client, sid)[-1]
+    asked = list_activities(client, sid)[-1]
     assert asked["agentMessaged"]["agentMessage"] == "Which greeting do you want?"
     requests_before = len(fake_model.requests)
 
@@ -169,10 +161,10 @@ def test_without_a_model_a_session_fails_at_once_saying_how_to_configure_one(
     settings = server_settings.model_copy(update={"data_dir": tmp_path / "d", "workers": 1})
     with LiveServer(settings) as live:
         key = provision_user(live.settings, name=f"nomodel-{secrets.token_hex(3)}")
-        with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}) as c:
+        with api_client(live.api, key) as c:
             sid = c.post("/sessions", json={"prompt": "Do something"}).json()["id"]
             session = wait_for_state(c, sid, TERMINAL)
-            reason = activities(c, sid)[-1]["sessionFailed"]["reason"]
+            reason = list_activities(c, sid)[-1]["sessionFailed"]["reason"]
     assert session["state"] == "FAILED"
     assert "OPENJULES_MODEL_BASE_URL" in reason
 
@@ -206,7 +198,7 @@ def test_the_sources_setup_script_runs_in_the_sandbox_before_the_agent_works(
                                          "sourceContext": {"source": source}}).json()["id"]
     session = wait_for_state(client, sid, TERMINAL)
     assert session["state"] == "COMPLETED"
-    ran = [a["progressUpdated"]["description"] for a in activities(client, sid)
+    ran = [a["progressUpdated"]["description"] for a in list_activities(client, sid)
            if "progressUpdated" in a]
     assert "prepared-by-setup" in ran[0]
 
@@ -220,7 +212,7 @@ def test_a_failing_setup_script_fails_the_session_with_its_output(
                                          "sourceContext": {"source": source}}).json()["id"]
     session = wait_for_state(client, sid, TERMINAL)
     assert session["state"] == "FAILED"
-    reason = activities(client, sid)[-1]["sessionFailed"]["reason"]
+    reason = list_activities(client, sid)[-1]["sessionFailed"]["reason"]
     assert "setup script failed (exit code 3)" in reason
     assert "npm ERR! missing package.json" in reason
 
@@ -321,10 +313,10 @@ def _run(live: LiveServer, repo: Path, prompt: str) -> tuple[dict[str, Any], lis
     key = provision_user(live.settings, name=f"u-{secrets.token_hex(3)}")
     source = register(live.settings, location=str(repo), owner="acme",
                       repo=f"r-{secrets.token_hex(3)}")
-    with httpx.Client(base_url=live.api, headers={"X-Goog-Api-Key": key}) as c:
+    with api_client(live.api, key) as c:
         sid = c.post("/sessions", json={"prompt": prompt,
                                         "sourceContext": {"source": source}}).json()["id"]
-        return wait_for_state(c, sid, TERMINAL), activities(c, sid)
+        return wait_for_state(c, sid, TERMINAL), list_activities(c, sid)
 
 
 def test_the_wall_clock_limit_fails_the_session_with_a_reason(
@@ -371,7 +363,7 @@ def test_git_works_inside_the_sandbox(
     sid = client.post("/sessions", json={"prompt": "Look at the history",
                                          "sourceContext": {"source": source}}).json()["id"]
     wait_for_state(client, sid, TERMINAL)
-    ran = activities(client, sid)[0]["progressUpdated"]["description"]
+    ran = list_activities(client, sid)[0]["progressUpdated"]["description"]
     assert "initial" in ran
     assert "GIT-OK" in ran
     assert "Exit Code: 0" in ran

@@ -37,15 +37,8 @@ from openjules.testing import (
     register_source,
 )
 from openjules.testing.fake_model import Step
-from tests.engine.agent_support import (
-    TERMINAL,
-    activities,
-    call,
-    kinds,
-    needs_bubblewrap,
-    patch_applies,
-    wait_for_state,
-)
+from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
+from tests.support import TERMINAL, api_client, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
@@ -88,7 +81,7 @@ class Harness:
         """Wait for ``sid`` to end; it must be FAILED by the system with a readable reason."""
         session = wait_for_state(self.client, sid, TERMINAL, timeout=timeout)
         assert session["state"] == "FAILED", session
-        last = activities(self.client, sid)[-1]
+        last = list_activities(self.client, sid)[-1]
         assert kinds([last]) == ["sessionFailed"], last
         assert last["originator"] == "system"
         reason: str = last["sessionFailed"]["reason"]
@@ -118,8 +111,7 @@ def serve(
             })
             live = stack.enter_context(LiveServer(settings))
             key = provision_user(live.settings, name=f"faults-{secrets.token_hex(4)}")
-            client = stack.enter_context(httpx.Client(
-                base_url=live.api, headers={"X-Goog-Api-Key": key}, timeout=30))
+            client = stack.enter_context(api_client(live.api, key))
             source = register_source(live.settings, location=str(repo), owner="acme",
                                      repo=f"greeter-{secrets.token_hex(3)}")
             return Harness(live=live, client=client, source=source, model=fake_model)
@@ -223,11 +215,11 @@ def test_rate_limits_server_errors_and_stalls_between_steps_are_survived(
     sid = h.create("Make the app greet the world")
     session = wait_for_state(h.client, sid, TERMINAL, timeout=45)
 
-    assert session["state"] == "COMPLETED", activities(h.client, sid)
+    assert session["state"] == "COMPLETED", list_activities(h.client, sid)
     patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
     assert (patch_applies(repo, patch, tmp_path) / "app.py").read_text() == (
         "print('hello, world')\n")
-    assert kinds(activities(h.client, sid)) == [
+    assert kinds(list_activities(h.client, sid)) == [
         "planGenerated", "planApproved", "progressUpdated", "progressUpdated",
         "sessionCompleted"]
     assert not script.steps
@@ -271,7 +263,7 @@ def test_malformed_unknown_and_misplaced_tool_calls_are_answered_as_tool_errors(
     sid = h.create("Make the app greet the world")
     session = wait_for_state(h.client, sid, TERMINAL)
 
-    assert session["state"] == "COMPLETED", activities(h.client, sid)
+    assert session["state"] == "COMPLETED", list_activities(h.client, sid)
     assert h.model.remaining == 0
     requests = h.model.requests
     assert len(requests) == 11
@@ -315,7 +307,7 @@ def test_malformed_unknown_and_misplaced_tool_calls_are_answered_as_tool_errors(
     assert "propose_plan" not in work
 
     # Only what the valid calls did reached the user and the patch.
-    assert kinds(activities(h.client, sid)) == [
+    assert kinds(list_activities(h.client, sid)) == [
         "planGenerated", "planApproved", "sessionCompleted"]
     patch = session["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
     assert (patch_applies(repo, patch, tmp_path) / "app.py").read_text() == (
@@ -339,7 +331,7 @@ def test_replies_without_tool_calls_fail_after_max_idle_replies(serve: Serve) ->
     nudge = {"role": "user", "content": prompts.render("nudge")}
     requests = h.model.requests
     assert [r["messages"][-1] == nudge for r in requests] == [False, True, True]
-    assert kinds(activities(h.client, sid)) == ["sessionFailed"]
+    assert kinds(list_activities(h.client, sid)) == ["sessionFailed"]
     assert_no_orphans(h.settings)
 
 
@@ -357,7 +349,7 @@ def test_a_model_that_calls_tools_forever_hits_the_limit(
 
     assert reason == expected_reason
     assert len(h.model.requests) == expected_requests
-    assert kinds(activities(h.client, sid)) == ["sessionFailed"]
+    assert kinds(list_activities(h.client, sid)) == ["sessionFailed"]
     assert_no_orphans(h.settings)
 
 
@@ -383,7 +375,7 @@ def test_a_model_that_keeps_failing_fails_the_session_after_the_retries(
     # One model call and its retries; the job was not re-run on top of them.
     assert len(h.model.requests) == expected_requests
     assert time.monotonic() - started < 15
-    assert kinds(activities(h.client, sid)) == ["sessionFailed"]
+    assert kinds(list_activities(h.client, sid)) == ["sessionFailed"]
     assert_no_orphans(h.settings)
 
 
@@ -476,7 +468,7 @@ def test_many_concurrent_sessions_leave_no_session_without_a_job(serve: Serve) -
         patch = sessions[prompt]["outputs"][0]["changeSet"]["gitPatch"]["unidiffPatch"]
         assert f"+++ b/{name}.txt" in patch
         assert patch.count("+++ ") == 1
-    assert "HTTP 500" in activities(h.client, sids["broken model"])[-1]["sessionFailed"][
+    assert "HTTP 500" in list_activities(h.client, sids["broken model"])[-1]["sessionFailed"][
         "reason"]
     assert_no_orphans(h.settings)
 
@@ -484,6 +476,6 @@ def test_many_concurrent_sessions_leave_no_session_without_a_job(serve: Serve) -
     junk = sids["junk chatter"]
     h.client.post(f"/sessions/{junk}:sendMessage", json={"prompt": "Please use tools."})
     assert h.failure(junk).startswith("The model replied 3 times")
-    assert kinds(activities(h.client, junk)) == ["sessionFailed", "userMessaged",
+    assert kinds(list_activities(h.client, junk)) == ["sessionFailed", "userMessaged",
                                                  "sessionFailed"]
     assert_no_orphans(h.settings)

@@ -15,11 +15,11 @@ from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.delivery import Publisher, branch_name
 from openjules.engine.forge.push import Author
 from openjules.engine.workspace import sync_mirror
-from openjules.store import deliveries
+from openjules.store import pull_request_deliveries as deliveries
 from openjules.store.database import Database
 from openjules.store.sources import Forge, SourceRecord
 from openjules.testing import FakeGitHub, LiveServer, provision_user
-from tests.conftest import git, make_client
+from tests.support import api_client, git, make_repo
 
 
 @dataclass
@@ -46,12 +46,7 @@ class Setup:
 
 @pytest.fixture
 def github(tmp_path: Path) -> Iterator[FakeGitHub]:
-    source = tmp_path / "greeter"
-    source.mkdir()
-    git("init", "-q", "-b", "main", cwd=source)
-    (source / "app.py").write_text("print('hello')\n")
-    git("add", ".", cwd=source)
-    git("commit", "-q", "-m", "initial", cwd=source)
+    source = make_repo(tmp_path / "greeter", {"app.py": "print('hello')\n"})
     with FakeGitHub(tmp_path / "github") as fake:
         fake.add_repo("acme", "greeter", from_path=source)
         yield fake
@@ -60,7 +55,7 @@ def github(tmp_path: Path) -> Iterator[FakeGitHub]:
 @pytest.fixture
 def session_id(server: LiveServer) -> str:
     key = provision_user(server.settings, name=f"delivery-{secrets.token_hex(4)}")
-    with make_client(server, key) as client:
+    with api_client(server.api, key) as client:
         return str(client.post("/sessions", json={"prompt": "Greet"}).json()["id"])
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from openjules.engine.sandbox import Sandbox, SandboxKind
+from openjules.engine.sandbox import BubblewrapSandbox
 from openjules.engine.tools.base import Phase, Tool, ToolContext, ToolResult
 from openjules.engine.tools.files import (
     MAX_LIST_ENTRIES,
@@ -38,7 +38,7 @@ def ctx(tmp_path: Path) -> ToolContext:
     (tree / "src" / "app.py").write_text("def main():\n    print('hello')\n")
     return ToolContext(
         workspace=workspace,
-        sandbox=Sandbox(kind=SandboxKind.BUBBLEWRAP),
+        sandbox=BubblewrapSandbox(),
         network=False,
         phase=Phase.WORK,
     )

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any, cast
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from openjules.engine.model import Model, ModelConfig, ModelError, model_config
 from openjules.settings import Settings
 from openjules.testing.fake_model import FakeModel, Fault, Reply, Stall, ToolCall
 
-TOOLS = [
+TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",
         "function": {
@@ -111,7 +113,9 @@ async def test_the_fake_model_streams_the_same_reply_as_chunks(fake: FakeModel) 
                     tool_calls=[ToolCall("read_file", {"path": "src/app.py"})]))
     client = openai.AsyncOpenAI(base_url=fake.base_url, api_key="k", max_retries=0)
     stream = await client.chat.completions.create(
-        model="fake-model", messages=[{"role": "user", "content": "hi"}], tools=TOOLS,
+        model="fake-model",
+        messages=[{"role": "user", "content": "hi"}],
+        tools=cast("list[ChatCompletionFunctionToolParam]", TOOLS),
         stream=True,
     )
     text, arguments, names, finish = "", "", [], None

@@ -21,16 +21,8 @@ import httpx
 import pytest
 
 from openjules.testing import FakeGitHub, FakeModel, LiveServer, Operation, register_github_source
-from tests.conftest import git
-from tests.engine.agent_support import (
-    TERMINAL,
-    activities,
-    call,
-    kinds,
-    needs_bubblewrap,
-    patch_applies,
-    wait_for_state,
-)
+from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
+from tests.support import TERMINAL, git, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
@@ -82,7 +74,7 @@ def create(client: httpx.Client, source: str, *, auto_pr: bool = True) -> str:
 
 def completed(client: httpx.Client, sid: str) -> dict[str, Any]:
     session = wait_for_state(client, sid, TERMINAL)
-    assert session["state"] == "COMPLETED", json.dumps(activities(client, sid)[-1])
+    assert session["state"] == "COMPLETED", json.dumps(list_activities(client, sid)[-1])
     return session
 
 
@@ -99,7 +91,7 @@ def wait_for_kind_count(
     client: httpx.Client, sid: str, kind: str, count: int, timeout: float = 60
 ) -> None:
     deadline = time.monotonic() + timeout
-    while kinds(activities(client, sid)).count(kind) < count:
+    while kinds(list_activities(client, sid)).count(kind) < count:
         assert time.monotonic() < deadline, f"fewer than {count} {kind} activities"
         time.sleep(0.05)
 
@@ -120,7 +112,7 @@ def tree_files(root: Path) -> dict[str, bytes]:
 def assert_token_nowhere(
     client: httpx.Client, sid: str, logs: pytest.LogCaptureFixture, data_dir: Path
 ) -> None:
-    seen = json.dumps([client.get(f"/sessions/{sid}").json(), activities(client, sid)])
+    seen = json.dumps([client.get(f"/sessions/{sid}").json(), list_activities(client, sid)])
     assert TOKEN not in seen
     assert TOKEN not in logs.text
     # The worker may still be checking out a spare tree: files come and go meanwhile.
@@ -177,8 +169,8 @@ def test_auto_create_pr_opens_a_pull_request_whose_branch_is_base_plus_patch(
     assert tree_files(checkout(bare, head, tmp_path / "pr")) == tree_files(expected)
 
     # Nothing but the finish: no note about delivery when it went well.
-    assert kinds(activities(client, sid))[-1] == "sessionCompleted"
-    assert "agentMessaged" not in kinds(activities(client, sid))
+    assert kinds(list_activities(client, sid))[-1] == "sessionCompleted"
+    assert "agentMessaged" not in kinds(list_activities(client, sid))
     assert_token_nowhere(client, sid, logs, agent_server.settings.data_dir)
 
 
@@ -291,7 +283,7 @@ def test_a_forge_failure_still_completes_with_the_change_set_and_says_why(
     outputs = outputs_by_kind(session)
     assert "pullRequest" not in outputs
     assert "+print('hello, world')" in outputs["changeSet"]["gitPatch"]["unidiffPatch"]
-    items = activities(client, sid)
+    items = list_activities(client, sid)
     assert kinds(items)[-2:] == ["agentMessaged", "sessionCompleted"]
     notice = items[-2]["agentMessaged"]["agentMessage"]
     for phrase in case.says:
@@ -330,7 +322,7 @@ def test_a_source_on_another_git_host_gets_a_pushed_branch_and_no_pull_request(
     assert list(outputs_by_kind(session)) == ["changeSet"]
     branch = session["sourceContext"]["workingBranch"]
     assert branch.endswith(f"-{sid}")
-    notice = activities(client, sid)[-2]["agentMessaged"]["agentMessage"]
+    notice = list_activities(client, sid)[-2]["agentMessaged"]["agentMessage"]
     assert f"`{branch}`" in notice
     assert "no pull request" in notice
     assert git("log", "-1", "--format=%B", branch, cwd=repo).strip() == COMMIT_MESSAGE
@@ -359,4 +351,4 @@ def test_a_repoless_session_with_auto_create_pr_returns_its_files_and_no_pull_re
     assert "--- /dev/null" in patch
     assert "+++ b/answer.md" in patch
     assert "+# 42" in patch
-    assert "agentMessaged" not in kinds(activities(client, sid))
+    assert "agentMessaged" not in kinds(list_activities(client, sid))

@@ -21,7 +21,8 @@ import pytest
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
 from openjules.testing import register_source as register
-from tests.engine.agent_support import TERMINAL, activities, kinds, needs_bubblewrap, wait_for_state
+from tests.engine.agent_support import needs_bubblewrap
+from tests.support import TERMINAL, api_client, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 OPENJULES = str(Path(sys.executable).with_name("openjules"))
@@ -110,7 +111,7 @@ def api(server_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
 @pytest.fixture
 def user(api: LiveServer) -> Iterator[httpx.Client]:
     key = provision_user(api.settings, name=f"w-{secrets.token_hex(4)}")
-    with httpx.Client(base_url=api.api, headers={"X-Goog-Api-Key": key}, timeout=30) as c:
+    with api_client(api.api, key) as c:
         yield c
 
 
@@ -134,7 +135,7 @@ def test_a_worker_killed_mid_work_is_replaced_and_the_session_completes_unchange
             reference = run_to_completion(user, source)
         finally:
             worker.stop()
-    expected_kinds = kinds(activities(user, reference["id"]))
+    expected_kinds = kinds(list_activities(user, reference["id"]))
 
     with FakeModel(scripted(CRASH_SCRIPT)) as model:
         first = Worker(settings=api.settings, model=model, home=tmp_path / "w1")
@@ -162,7 +163,7 @@ def test_a_worker_killed_mid_work_is_replaced_and_the_session_completes_unchange
             second.stop()
 
     assert session["state"] == "COMPLETED", second.log.read_text()
-    items = activities(user, sid)
+    items = list_activities(user, sid)
     assert kinds(items) == expected_kinds
     assert len({a["id"] for a in items}) == len(items)
     assert (
@@ -215,13 +216,15 @@ def test_two_workers_share_fifty_sessions_each_run_once_at_a_time(
         )
 
     failed = {
-        s["id"]: activities(user, s["id"])[-1].get("sessionFailed")
+        s["id"]: list_activities(user, s["id"])[-1].get("sessionFailed")
         for s in sessions
         if s["state"] != "COMPLETED"
     }
     assert failed == {}
     for sid in ids:
-        assert kinds(activities(user, sid)) == ["planGenerated", "planApproved", "sessionCompleted"]
+        assert kinds(list_activities(user, sid)) == [
+            "planGenerated", "planApproved", "sessionCompleted"
+        ]
     # Each session asked the model exactly once per step: no second worker ran it too.
     assert prompts == Counter({f"Task {i}": len(PER_SESSION) for i in range(50)})
     # Both processes took part: each keeps its own mirror of the source once it runs one.

@@ -17,7 +17,7 @@ from openjules.engine.workspace import (
     spares_path,
     sync_mirror,
 )
-from tests.conftest import git
+from tests.support import git, make_repo
 
 
 def agent_git(workspace: Workspace, *args: str) -> str:
@@ -29,15 +29,10 @@ def agent_git(workspace: Workspace, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 def _source_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "source"
-    repo.mkdir()
-    git("init", "-q", "-b", "main", cwd=repo)
-    (repo / "app.py").write_text("print('hello')\n")
-    (repo / "old.txt").write_text("to be deleted\n")
-    (repo / ".gitignore").write_text("build/\n")
-    git("add", ".", cwd=repo)
-    git("commit", "-q", "-m", "initial", cwd=repo)
-    return repo
+    return make_repo(
+        tmp_path / "source",
+        {"app.py": "print('hello')\n", "old.txt": "to be deleted\n", ".gitignore": "build/\n"},
+    )
 
 
 def _workspace(tmp_path: Path) -> tuple[Path, Path, Workspace, str]:

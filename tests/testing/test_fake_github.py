@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,51 +11,16 @@ import httpx
 import pytest
 
 from openjules.testing.fake_github import FakeGitHub, Operation
+from tests.support import make_repo, run_git
 
 DOCS = "https://docs.github.com/rest"
 
 
-def git_env(home: Path) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_AUTHOR_NAME": "Test Author",
-        "GIT_AUTHOR_EMAIL": "author@example.com",
-        "GIT_COMMITTER_NAME": "Test Author",
-        "GIT_COMMITTER_EMAIL": "author@example.com",
-    }
-
-
-def git(
-    *args: str, cwd: Path, check: bool = True, token: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run git isolated from the user's configuration; ``token`` is sent as Basic auth."""
-    auth: list[str] = []
-    if token is not None:
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        auth = ["-c", f"http.extraHeader=Authorization: Basic {basic}"]
-    done = subprocess.run(
-        ["git", *auth, *args],
-        cwd=cwd,
-        env=git_env(cwd),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed:\n{done.stderr}")
-    return done
-
-
 def commit(work: Path, name: str, content: str) -> str:
     (work / name).write_text(content)
-    git("add", name, cwd=work)
-    git("commit", "-q", "-m", f"add {name}", cwd=work)
-    return git("rev-parse", "HEAD", cwd=work).stdout.strip()
+    run_git("add", name, cwd=work)
+    run_git("commit", "-q", "-m", f"add {name}", cwd=work)
+    return run_git("rev-parse", "HEAD", cwd=work).stdout.strip()
 
 
 @pytest.fixture
@@ -69,13 +32,10 @@ def gh(tmp_path: Path) -> Iterator[FakeGitHub]:
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     """A local repository with branches main (1 commit) and feature (1 more)."""
-    work = tmp_path / "source"
-    work.mkdir()
-    git("init", "-q", "--initial-branch=main", cwd=work)
-    commit(work, "README.md", "# demo\n")
-    git("checkout", "-q", "-b", "feature", cwd=work)
+    work = make_repo(tmp_path / "source", {"README.md": "# demo\n"}, message="add README.md")
+    run_git("checkout", "-q", "-b", "feature", cwd=work)
     commit(work, "feature.txt", "new\n")
-    git("checkout", "-q", "main", cwd=work)
+    run_git("checkout", "-q", "main", cwd=work)
     return work
 
 
@@ -162,7 +122,7 @@ def test_repo_json_and_branches_of_a_copied_repository(gh: FakeGitHub, source: P
 
     branches = httpx.get(f"{gh.api_url}/repos/octocat/demo/branches").json()
     expected = {
-        name: git("rev-parse", name, cwd=source).stdout.strip() for name in ["feature", "main"]
+        name: run_git("rev-parse", name, cwd=source).stdout.strip() for name in ["feature", "main"]
     }
     assert [b["name"] for b in branches] == ["feature", "main"]
     assert {b["name"]: b["commit"]["sha"] for b in branches} == expected
@@ -172,7 +132,7 @@ def test_repo_json_and_branches_of_a_copied_repository(gh: FakeGitHub, source: P
 def test_default_branch_option_sets_head(gh: FakeGitHub, source: Path, tmp_path: Path) -> None:
     gh.add_repo("octocat", "demo", from_path=source, default_branch="feature")
     assert httpx.get(f"{gh.api_url}/repos/octocat/demo").json()["default_branch"] == "feature"
-    git("clone", "-q", gh.clone_url("octocat", "demo"), "clone", cwd=tmp_path)
+    run_git("clone", "-q", gh.clone_url("octocat", "demo"), "clone", cwd=tmp_path)
     assert (tmp_path / "clone" / "feature.txt").exists()
 
 
@@ -186,9 +146,9 @@ def test_private_repo_is_invisible_without_auth(gh: FakeGitHub, tmp_path: Path) 
     assert visible.status_code == 200
     assert visible.json()["visibility"] == "private"
 
-    refused = git("clone", gh.clone_url("octocat", "secret"), "anon", cwd=tmp_path, check=False)
+    refused = run_git("clone", gh.clone_url("octocat", "secret"), "anon", cwd=tmp_path, check=False)
     assert refused.returncode != 0
-    git("clone", "-q", gh.clone_url("octocat", "secret"), "mine", cwd=tmp_path, token=gh.token)
+    run_git("clone", "-q", gh.clone_url("octocat", "secret"), "mine", cwd=tmp_path, token=gh.token)
     assert (tmp_path / "mine" / "README.md").read_text() == "# secret\n"
 
 
@@ -201,10 +161,10 @@ def test_unknown_paths_and_repos_are_github_404s(gh: FakeGitHub) -> None:
 
 def test_clone_public_repo_without_auth(gh: FakeGitHub, source: Path, tmp_path: Path) -> None:
     gh.add_repo("octocat", "demo", from_path=source)
-    git("clone", "-q", gh.clone_url("octocat", "demo"), "clone", cwd=tmp_path)
+    run_git("clone", "-q", gh.clone_url("octocat", "demo"), "clone", cwd=tmp_path)
     clone = tmp_path / "clone"
     assert (clone / "README.md").read_text() == "# demo\n"
-    remote_branches = git("branch", "-r", cwd=clone).stdout
+    remote_branches = run_git("branch", "-r", cwd=clone).stdout
     assert "origin/feature" in remote_branches
     assert all(r.authorization is None for r in gh.requests)
 
@@ -213,26 +173,26 @@ def test_clone_public_repo_without_auth(gh: FakeGitHub, source: Path, tmp_path: 
 def clone(gh: FakeGitHub, source: Path, tmp_path: Path) -> Path:
     """A clone of octocat/demo with a local, unpushed branch "topic" one commit ahead."""
     gh.add_repo("octocat", "demo", from_path=source)
-    git("clone", "-q", gh.clone_url("octocat", "demo"), "clone", cwd=tmp_path)
+    run_git("clone", "-q", gh.clone_url("octocat", "demo"), "clone", cwd=tmp_path)
     work = tmp_path / "clone"
-    git("checkout", "-q", "-b", "topic", cwd=work)
+    run_git("checkout", "-q", "-b", "topic", cwd=work)
     commit(work, "topic.txt", "topic\n")
     return work
 
 
 def test_push_needs_the_token(gh: FakeGitHub, clone: Path) -> None:
-    anonymous = git("push", "origin", "topic", cwd=clone, check=False)
+    anonymous = run_git("push", "origin", "topic", cwd=clone, check=False)
     assert anonymous.returncode != 0
     # git asked for credentials after the 401 and could not prompt for them.
     assert "could not read Username" in anonymous.stderr
     # Credentials in the URL: after a 401 for those, git gives up instead of asking.
     wrong_url = gh.clone_url("octocat", "demo").replace("://", "://x-access-token:wrong@")
-    wrong = git("push", wrong_url, "topic", cwd=clone, check=False)
+    wrong = run_git("push", wrong_url, "topic", cwd=clone, check=False)
     assert wrong.returncode != 0
     assert "Authentication failed" in wrong.stderr
 
-    git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
-    pushed = git("rev-parse", "topic", cwd=clone).stdout.strip()
+    run_git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
+    pushed = run_git("rev-parse", "topic", cwd=clone).stdout.strip()
     branches = httpx.get(f"{gh.api_url}/repos/octocat/demo/branches").json()
     assert {"name": "topic", "sha": pushed} in [
         {"name": b["name"], "sha": b["commit"]["sha"]} for b in branches
@@ -240,8 +200,8 @@ def test_push_needs_the_token(gh: FakeGitHub, clone: Path) -> None:
 
 
 def test_pull_request_lifecycle(gh: FakeGitHub, clone: Path) -> None:
-    git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
-    pushed = git("rev-parse", "topic", cwd=clone).stdout.strip()
+    run_git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
+    pushed = run_git("rev-parse", "topic", cwd=clone).stdout.strip()
     pulls = f"{gh.api_url}/repos/octocat/demo/pulls"
     create_docs = "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
 
@@ -320,7 +280,7 @@ def test_pull_request_lifecycle(gh: FakeGitHub, clone: Path) -> None:
 
 
 def test_injected_api_failure_answers_once(gh: FakeGitHub, clone: Path) -> None:
-    git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
+    run_git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
     gh.fail(Operation.CREATE_PULL, 403)
     payload = {"title": "t", "head": "topic", "base": "main"}
     url = f"{gh.api_url}/repos/octocat/demo/pulls"
@@ -332,18 +292,18 @@ def test_injected_api_failure_answers_once(gh: FakeGitHub, clone: Path) -> None:
 
 def test_injected_git_push_failure(gh: FakeGitHub, clone: Path) -> None:
     gh.fail(Operation.GIT_PUSH, 403, message="Permission to octocat/demo.git denied.")
-    refused = git("push", "origin", "topic", cwd=clone, check=False, token=gh.token)
+    refused = run_git("push", "origin", "topic", cwd=clone, check=False, token=gh.token)
     assert refused.returncode != 0
     assert "403" in refused.stderr
     assert "remote: Permission to octocat/demo.git denied." in refused.stderr
     # One failure only: fetching is unaffected and the next push goes through.
-    git("fetch", "-q", "origin", cwd=clone)
-    git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
+    run_git("fetch", "-q", "origin", cwd=clone)
+    run_git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
 
 
 def test_reject_pushes_runs_a_real_pre_receive_hook(gh: FakeGitHub, clone: Path) -> None:
     gh.reject_pushes("octocat", "demo", message="pushes are frozen today")
-    refused = git("push", "origin", "topic", cwd=clone, check=False, token=gh.token)
+    refused = run_git("push", "origin", "topic", cwd=clone, check=False, token=gh.token)
     assert refused.returncode != 0
     assert "remote: pushes are frozen today" in refused.stderr
     assert "pre-receive hook declined" in refused.stderr
@@ -351,7 +311,7 @@ def test_reject_pushes_runs_a_real_pre_receive_hook(gh: FakeGitHub, clone: Path)
     assert "topic" not in [b["name"] for b in branches]
 
     gh.allow_pushes("octocat", "demo")
-    git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
+    run_git("push", "-q", "origin", "topic", cwd=clone, token=gh.token)
 
 
 def test_requests_are_recorded(gh: FakeGitHub) -> None:
