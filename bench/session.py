@@ -5,18 +5,31 @@ The real app runs in this process (uvicorn on loopback, SQLite, one worker, the 
 sandbox) against FakeModel, a scripted OpenAI-compatible server that answers at once. Every
 session runs the same script: propose a 3-step plan; per step one edit (or new file), one
 shell command and complete_step; then finish. That is 11 model turns, 3 sandbox commands
-and 10 checkpointed patches. Sessions run one after another on an idle server; each is timed
-from the create request until a GET (polled every 5 ms) shows COMPLETED. A first warm-up
-session (it creates the mirror and warms caches) is shown but not counted.
+and 6 checkpointed patches (one after each step that may change files: the edits and the
+commands). Sessions run one after another on an idle server; each is timed from the create
+request until a GET (polled every 5 ms) shows COMPLETED. A first warm-up session (it creates
+the mirror and warms caches) is shown but not counted.
 
-The breakdown is measured inside those sessions, not estimated: before the server starts,
-the benchmark wraps the functions the worker calls (SessionWorker._prepare with
-sync_mirror and create_from_mirror, Sandbox.prepare_workspace and Sandbox.run,
-Model.complete, Workspace.patch, Database.read and Database.write) with timers attributed
-to the session being run. Production code carries no instrumentation. What no timer covers
-(HTTP, the agent loop, host-side file tools, polling) is the remainder. Work the worker
-does after COMPLETED (removing the workspace, checking out the spare tree the next session
-adopts) is shown apart: no user waits for it.
+The breakdown is measured inside those sessions, not estimated, by the product's own
+timing hook, ``openjules.timing``: the worker, the agent, the journal, the shell tool and
+the database mark spans (workspace with its mirror sync and checkout, the work tree handed
+to the sandbox uid, each sandbox command, each model call, each checkpointed patch, the
+delivery, each database read or write block) and moments (the worker starts a run; the
+COMPLETED transaction committed; the run ended). The benchmark installs an observer per
+session run through ``LiveServer(settings, observe=…)``; nothing of the product is
+wrapped or replaced. What no span covers (HTTP, the agent loop, host-side file tools,
+polling) is the remainder. Spans that end after the COMPLETED moment (removing the
+workspace, checking out the spare tree the next session adopts) are shown apart: no user
+waits for them.
+
+The hook's spans carry no arguments, so two things come from the session's activities,
+read over the API once it has completed: each shell command is a "Ran bash command"
+progress update whose description names the command and ends with ``Exit Code: N`` (a
+non-zero code fails the run), and the per-command times pair the COMMANDS spans with
+those activities in order. The pairing is exact here, not a guess: the agent runs tool
+calls one at a time, only the shell tool opens a COMMANDS span and each such span is
+followed by its activity, and a session runs once; the benchmark checks that the counts
+agree and stops (exit status 2) when they do not.
 
 Then the ratio the workspace design is judged by: create_from_mirror from an up-to-date
 mirror with a spare tree ready (what a session pays in the steady state) against
@@ -34,17 +47,17 @@ Aims, reported but not enforced: median create -> COMPLETED <= 1.5 s; workspace 
     .venv/bin/python bench/session.py [--sessions 5] [--files 10000] [--clones 5] [--auto-pr]
 
 Exit status: 0 when the benchmark ran (PASS or FAIL against the aims), 2 when it could not
-run (a session failed, a tool is missing, a timeout).
+run (a session failed or a command in it did, a tool is missing, a timeout, the timing
+hook's spans disagree with the activities).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import contextvars
-import functools
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -55,7 +68,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -63,23 +76,15 @@ from typing import Any
 
 import httpx
 
-from openjules.engine import session_work
-from openjules.engine.forge.delivery import Publisher
 from openjules.engine.git import git_env, run_git
-from openjules.engine.journal import DatabaseJournal
-from openjules.engine.model import Model
-from openjules.engine.sandbox import Sandbox, SandboxKind, SandboxUnavailable, check_available
-from openjules.engine.session_work import SessionWorker
-from openjules.engine.tools.base import Finish
+from openjules.engine.sandbox import SandboxUnavailable, check_available
 from openjules.engine.workspace import (
-    Workspace,
     create_from_mirror,
     prepare_spare,
     spares_path,
     sync_mirror,
 )
-from openjules.settings import Settings
-from openjules.store.database import Database
+from openjules.settings import SandboxKind, Settings
 from openjules.testing import (
     FakeGitHub,
     FakeModel,
@@ -91,9 +96,9 @@ from openjules.testing import (
     register_github_source,
 )
 from openjules.testing import register_source as register
+from openjules.timing import Moment, Observer, Part
 
 AIM_SECONDS = 1.5
-DELIVERY = "delivery (commit, push, pull request)"
 AIM_RATIO = 0.2
 POLL_SECONDS = 0.005
 SESSION_TIMEOUT = 120.0
@@ -191,25 +196,26 @@ def respond(body: dict[str, Any]) -> Reply | Fault:
     return Fault(400, body='{"error": {"message": "the benchmark script has ended"}}')
 
 
-# --- timing the real sessions from outside --------------------------------------------
+# --- timing the real sessions through the product's timing hook ------------------------
 
 
 @dataclass
 class Probe:
-    """What one session's run_session spent, by part, up to its COMPLETED transaction."""
+    """An ``openjules.timing.Observer`` for one session: what its run spent, by part, up to
+    the COMPLETED moment, and what it spent after. Spans arrive from the server's event
+    loop and from the threads it hands blocking git work to."""
 
-    started: float = 0.0
-    completed: float = 0.0  # the COMPLETED transaction returned (0: not yet)
+    started: float = 0.0  # Moment.STARTED (0: not yet)
+    completed: float = 0.0  # Moment.COMPLETED: the COMPLETED transaction committed
     parts: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     calls: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    # Timed work after COMPLETED, which the worker does but the user does not wait for.
+    # Spans ending after COMPLETED: the worker's time, which the user does not wait for.
     after: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    failed_commands: list[str] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, part: str, seconds: float) -> None:
+    def span(self, part: Part, seconds: float) -> None:
         with self.lock:
             if self.completed:
                 self.after[part] += seconds
@@ -218,113 +224,73 @@ class Probe:
                 self.counts[part] += 1
                 self.calls[part].append(seconds)
 
-
-_CURRENT: contextvars.ContextVar[Probe | None] = contextvars.ContextVar("probe", default=None)
+    def moment(self, moment: Moment) -> None:
+        now = time.perf_counter()
+        with self.lock:
+            if moment is Moment.STARTED:
+                self.started = self.started or now
+            elif moment is Moment.COMPLETED:
+                self.completed = now
+        if moment is Moment.ENDED:
+            self.ended.set()
 
 
 class Probes:
-    """Installs timers around the worker's calls; ``undo()`` puts the originals back."""
+    """The ``observe`` factory given to ``LiveServer``: one Probe per session."""
 
     def __init__(self) -> None:
         self.by_session: dict[str, Probe] = {}
-        self._undo: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
 
-    def install(self) -> None:
-        by_session = self.by_session
-        original_run = SessionWorker.run_session
+    def observe(self, session_id: str) -> Observer | None:
+        with self._lock:
+            return self.by_session.setdefault(session_id, Probe())
 
-        async def run_session(worker: SessionWorker, session_id: str) -> None:
-            probe = by_session.setdefault(session_id, Probe())
-            probe.started = probe.started or time.perf_counter()
-            token = _CURRENT.set(probe)
-            try:
-                await original_run(worker, session_id)
-            finally:
-                _CURRENT.reset(token)
-                probe.ended.set()
+    def get(self, session_id: str) -> Probe | None:
+        with self._lock:
+            return self.by_session.get(session_id)
 
-        self._replace(SessionWorker, "run_session", run_session)
 
-        original_record = DatabaseJournal.record
+# --- what the session's activities say ---------------------------------------------------
 
-        async def record(journal: DatabaseJournal, step: Any) -> Any:
-            outcome = await original_record(journal, step)
-            probe = _CURRENT.get()
-            if probe is not None and isinstance(step.effect, Finish):
-                with probe.lock:
-                    probe.completed = time.perf_counter()
-            return outcome
+SHELL_TITLE = "Ran bash command"  # openjules.engine.tools.shell
+SHELL_DESCRIPTION = re.compile(
+    r"\ACommand: \n(?P<command>.*?)\nOutput: .*Exit Code: (?P<code>-?\d+)\s*\Z", re.DOTALL
+)
 
-        self._replace(DatabaseJournal, "record", record)
 
-        self._time_sync(SessionWorker, "_prepare", "workspace")
-        self._time_sync(session_work, "sync_mirror", "workspace: mirror sync")
-        self._time_sync(session_work, "create_from_mirror", "workspace: create_from_mirror")
-        self._time_sync(Sandbox, "prepare_workspace", "sandbox: tree to sandbox uid")
-        self._time_async(Sandbox, "run", "sandbox: commands")
-        self._time_async(Model, "complete", "model")
-        self._time_sync(Workspace, "patch", "patches (host git)")
-        self._time_async(Publisher, "publish", DELIVERY)
-        self._time_sync(Workspace, "remove", "cleanup")
-        self._time_sync(SessionWorker, "_prepare_spare", "spare refill")
-        self._time_context(Database, "read", "database")
-        self._time_context(Database, "write", "database")
+def activities(client: httpx.Client, sid: str) -> Iterator[dict[str, Any]]:
+    """Every activity of the session, oldest first, across pages."""
+    token = ""
+    while True:
+        params: dict[str, Any] = {"pageSize": 100}
+        if token:
+            params["pageToken"] = token
+        response = client.get(f"/sessions/{sid}/activities", params=params)
+        if response.status_code != 200:
+            raise BenchError(f"list activities of {sid}: HTTP {response.status_code} "
+                             f"{response.text[:300]}")
+        body = response.json()
+        yield from body.get("activities", [])
+        token = body.get("nextPageToken") or ""
+        if not token:
+            return
 
-    def undo(self) -> None:
-        while self._undo:
-            self._undo.pop()()
 
-    def _replace(self, owner: Any, name: str, new: Any) -> None:
-        old = owner.__dict__[name]
-        setattr(owner, name, functools.wraps(old)(new))
-        self._undo.append(lambda: setattr(owner, name, old))
-
-    def _time_sync(self, owner: Any, name: str, part: str) -> None:
-        original = getattr(owner, name)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            probe = _CURRENT.get()
-            began = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                if probe is not None:
-                    probe.add(part, time.perf_counter() - began)
-
-        self._replace(owner, name, timed)
-
-    def _time_async(self, owner: Any, name: str, part: str) -> None:
-        original = getattr(owner, name)
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            probe = _CURRENT.get()
-            began = time.perf_counter()
-            try:
-                result = await original(*args, **kwargs)
-            finally:
-                if probe is not None:
-                    probe.add(part, time.perf_counter() - began)
-            if probe is not None and getattr(result, "exit_code", 0) != 0:
-                probe.failed_commands.append(f"{args[1]!r}: exit {result.exit_code}")
-            return result
-
-        self._replace(owner, name, timed)
-
-    def _time_context(self, owner: Any, name: str, part: str) -> None:
-        original = getattr(owner, name)
-
-        @contextlib.asynccontextmanager
-        async def timed(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            probe = _CURRENT.get()
-            began = time.perf_counter()
-            try:
-                async with original(*args, **kwargs) as conn:
-                    yield conn
-            finally:
-                if probe is not None:
-                    probe.add(part, time.perf_counter() - began)
-
-        self._replace(owner, name, timed)
+def shell_commands(client: httpx.Client, sid: str) -> list[tuple[str, int]]:
+    """(command, exit code) of each "Ran bash command" activity, in order."""
+    found: list[tuple[str, int]] = []
+    for activity in activities(client, sid):
+        update = activity.get("progressUpdated")
+        if not update or update.get("title") != SHELL_TITLE:
+            continue
+        description = update.get("description", "")
+        match = SHELL_DESCRIPTION.match(description)
+        if match is None:
+            raise BenchError(f"session {sid}: cannot read the command and exit code of "
+                             f"activity {activity.get('id')}: {description[:200]!r}")
+        found.append((match["command"], int(match["code"])))
+    return found
 
 
 # --- running sessions -------------------------------------------------------------------
@@ -338,6 +304,7 @@ class Measured:
     counts: dict[str, int]
     after: dict[str, float]
     calls: dict[str, list[float]]
+    commands: list[tuple[str, float]]  # each shell command with its COMMANDS span
 
 
 def run_one(
@@ -365,27 +332,42 @@ def run_one(
             raise BenchError(f"session {sid} still {session.get('state')} after "
                              f"{SESSION_TIMEOUT:.0f} s")
         time.sleep(POLL_SECONDS)
-    probe = probes.by_session.get(sid)
+    probe = probes.get(sid)
     if probe is None or not probe.ended.wait(SESSION_TIMEOUT):
-        raise BenchError(f"the worker did not finish session {sid}")
+        raise BenchError(f"the worker did not finish session {sid} (no ENDED moment)")
     if session["state"] != "COMPLETED":
-        items = client.get(f"/sessions/{sid}/activities", params={"pageSize": 100}).json()
-        reason = next((a["sessionFailed"]["reason"] for a in items.get("activities", [])
+        reason = next((a["sessionFailed"]["reason"] for a in activities(client, sid)
                        if "sessionFailed" in a), "no reason recorded")
         raise BenchError(f"session {sid} FAILED: {reason}")
+    if not probe.started or not probe.completed:
+        raise BenchError(f"session {sid}: the timing hook reported no STARTED or no "
+                         "COMPLETED moment")
     outputs = {key: value for output in session["outputs"] for key, value in output.items()}
     if auto_pr and "pullRequest" not in outputs:
         raise BenchError(f"session {sid} opened no pull request")
     patch = outputs["changeSet"]["gitPatch"]["unidiffPatch"]
     missing = [m for m in PATCH_MUST_HAVE if m not in patch]
-    if missing or probe.failed_commands:
+    ran = shell_commands(client, sid)
+    failed = [f"{command!r}: exit {code}" for command, code in ran if code != 0]
+    if missing or failed:
         raise BenchError(f"session {sid} did not do its work: missing {missing} in the patch; "
-                         f"failed commands {probe.failed_commands}")
+                         f"failed commands {failed}")
+    spans = probe.calls.get(Part.COMMANDS, [])
+    if len(spans) != len(ran):
+        raise BenchError(f"session {sid}: {len(spans)} command spans but {len(ran)} "
+                         f"{SHELL_TITLE!r} activities; cannot pair them")
+    commands = [(command, t) for (command, _), t in zip(ran, spans, strict=True)]
     parts = dict(probe.parts)
-    parts["dispatch (create -> worker starts)"] = probe.started - began
-    parts["COMPLETED committed -> seen by a GET"] = seen - probe.completed
+    parts[DISPATCH] = probe.started - began
+    parts[SEEN] = seen - probe.completed
     return Measured(
-        sid, seen - began, parts, dict(probe.counts), dict(probe.after), dict(probe.calls)
+        sid,
+        seen - began,
+        parts,
+        dict(probe.counts),
+        dict(probe.after),
+        {part: list(times) for part, times in probe.calls.items()},
+        commands,
     )
 
 
@@ -438,22 +420,24 @@ def measure_ratio(source: Path, tmp: Path, runs: int) -> RatioRuns:
 
 # --- reporting ---------------------------------------------------------------------------
 
-ORDER = [
-    "dispatch (create -> worker starts)",
-    "workspace",
-    "workspace: mirror sync",
-    "workspace: create_from_mirror",
-    "sandbox: tree to sandbox uid",
-    "sandbox: commands",
-    "model",
-    "patches (host git)",
-    DELIVERY,
-    "database",
-    "COMPLETED committed -> seen by a GET",
+DISPATCH = "dispatch (create -> worker starts)"
+SEEN = "COMPLETED committed -> seen by a GET"
+ORDER: list[str] = [
+    DISPATCH,
+    Part.WORKSPACE,
+    Part.MIRROR_SYNC,
+    Part.CHECKOUT,
+    Part.SANDBOX_OWNERSHIP,
+    Part.COMMANDS,
+    Part.MODEL,
+    Part.PATCHES,
+    Part.DELIVERY,
+    Part.DATABASE,
+    SEEN,
 ]
 # Sub-parts of "workspace", shown indented and not added again.
-SUB_PARTS = {"workspace: mirror sync", "workspace: create_from_mirror"}
-UNCOUNTED = {ORDER[0], ORDER[-1]}
+SUB_PARTS: set[str] = {Part.MIRROR_SYNC, Part.CHECKOUT}
+UNCOUNTED = {DISPATCH, SEEN}
 
 
 def remainder(m: Measured) -> float:
@@ -462,11 +446,11 @@ def remainder(m: Measured) -> float:
 
 def one_line(label: str, m: Measured) -> str:
     p = m.parts
-    sandbox = p.get("sandbox: tree to sandbox uid", 0.0) + p.get("sandbox: commands", 0.0)
+    sandbox = p.get(Part.SANDBOX_OWNERSHIP, 0.0) + p.get(Part.COMMANDS, 0.0)
     return (
-        f"  session {label:<7} {m.seconds:6.3f} s: workspace {p.get('workspace', 0.0):.3f}, "
-        f"sandbox {sandbox:.3f}, model {p.get('model', 0.0):.3f}, patches "
-        f"{p.get('patches (host git)', 0.0):.3f}, database {p.get('database', 0.0):.3f}, "
+        f"  session {label:<7} {m.seconds:6.3f} s: workspace {p.get(Part.WORKSPACE, 0.0):.3f}, "
+        f"sandbox {sandbox:.3f}, model {p.get(Part.MODEL, 0.0):.3f}, patches "
+        f"{p.get(Part.PATCHES, 0.0):.3f}, database {p.get(Part.DATABASE, 0.0):.3f}, "
         f"rest {remainder(m):.3f}"
     )
 
@@ -477,36 +461,33 @@ def report_sessions(measured: Sequence[Measured]) -> float:
     print(f"create -> COMPLETED, median of {len(measured)} sessions: {total:.3f} s")
     print(f"  {'part':<42} {'median s':>9} {'share':>6} {'calls':>6}")
     for part in ORDER:
-        if part == DELIVERY and not any(m.counts.get(part) for m in measured):
+        if part == Part.DELIVERY and not any(m.counts.get(part) for m in measured):
             continue  # sessions without AUTO_CREATE_PR deliver nothing
         value = statistics.median(m.parts.get(part, 0.0) for m in measured)
         calls = statistics.median(m.counts.get(part, 0) for m in measured)
-        label = ("  " + part.split(": ", 1)[1]) if part in SUB_PARTS else part
+        label = ("  " + part.split(": ", 1)[1]) if part in SUB_PARTS else str(part)
         shown = "" if part in UNCOUNTED else f"{calls:.0f}"
         print(f"  {label:<42} {value:>9.3f} {value / total:>6.1%} {shown:>6}")
     rest = statistics.median(remainder(m) for m in measured)
     label = "remainder (HTTP, agent loop, file tools)"
     print(f"  {label:<42} {rest:>9.3f} {rest / total:>6.1%}")
-    print("  (a part's figure is the median over sessions of the time inside those calls, so")
+    print("  (a part's figure is the median over sessions of the time inside those spans, so")
     print("  the figures need not add up exactly; sandbox commands include bubblewrap start-up)")
-    patches = [m.calls.get("patches (host git)", []) for m in measured]
+    patches = [m.calls.get(Part.PATCHES, []) for m in measured]
     if all(len(p) > 1 for p in patches):
         first = statistics.median(p[0] for p in patches)
         rest_each = statistics.median(x for p in patches for x in p[1:])
         print(f"  patches: the first {first:.3f} s (git hashes every file whose stat data it "
               f"lacks), later ones {rest_each:.3f} s each")
-    commands = [m.calls.get("sandbox: commands", []) for m in measured]
-    if all(len(c) == len(COMMANDS) for c in commands):
-        each = [statistics.median(c[i] for c in commands) for i in range(len(COMMANDS))]
+    ran = {tuple(command for command, _ in m.commands) for m in measured}
+    if len(ran) == 1 and (names := ran.pop()):  # every session ran the same commands
+        each = [statistics.median(m.commands[i][1] for m in measured) for i in range(len(names))]
         print("  commands: " + ", ".join(
-            f"{command!r} {t:.3f} s" for command, t in zip(COMMANDS, each, strict=True)))
-    after = {
-        part: statistics.median(m.after.get(part, 0.0) for m in measured)
-        for part in ("cleanup", "spare refill")
-    }
+            f"{command!r} {t:.3f} s" for command, t in zip(names, each, strict=True)))
+    cleanup, spare = (statistics.median(m.after.get(part, 0.0) for m in measured)
+                      for part in (Part.CLEANUP, Part.SPARE))
     print(f"  after COMPLETED (the worker's time, not the user's): workspace removal "
-          f"{after['cleanup']:.3f} s, spare tree for the next session "
-          f"{after['spare refill']:.3f} s")
+          f"{cleanup:.3f} s, spare tree for the next session {spare:.3f} s")
     return total
 
 
@@ -524,7 +505,7 @@ def report_ratio(runs: RatioRuns, measured: Sequence[Measured]) -> float:
     row("create_from_mirror, spare tree ready", runs.spare)
     row("create_from_mirror, no spare (a full checkout)", runs.cold)
     row("prepare_spare (after a session, off its path)", runs.refill)
-    in_sessions = [m.parts.get("workspace", 0.0) for m in measured]
+    in_sessions = [m.parts.get(Part.WORKSPACE, 0.0) for m in measured]
     row("in the sessions above: sync + create + restore", in_sessions)
     return statistics.median(runs.spare) / clone
 
@@ -564,11 +545,9 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    probes = Probes()
     try:
         with contextlib.ExitStack() as stack:
-            stack.callback(probes.undo)
-            return run(args, stack, probes)
+            return run(args, stack)
     except (BenchError, SandboxUnavailable) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
@@ -594,7 +573,6 @@ def run_sessions(
     serving: contextlib.ExitStack,
     tmp: Path,
     source: Path,
-    probes: Probes,
 ) -> list[Measured]:
     model = serving.enter_context(FakeModel(respond))
     data = tmp / "data"
@@ -615,7 +593,8 @@ def run_sessions(
         model_timeout_seconds=30.0,
         sandbox=args.sandbox,
     )
-    live = serving.enter_context(LiveServer(settings))
+    probes = Probes()
+    live = serving.enter_context(LiveServer(settings, observe=probes.observe))
     key = provision_user(live.settings, name=f"bench-{secrets.token_hex(4)}")
     name = (
         register_github_source(live.settings, owner="bench", repo="tenk")
@@ -637,7 +616,7 @@ def run_sessions(
     return measured
 
 
-def run(args: argparse.Namespace, stack: contextlib.ExitStack, probes: Probes) -> int:
+def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     began = time.monotonic()
     check_available(SandboxKind(args.sandbox))
     for name in [k for k in os.environ if k.startswith("OPENJULES_")]:
@@ -658,10 +637,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack, probes: Probes) -
     generate_repository(source, args.files)
     print(f"Generated the repository in {time.perf_counter() - t0:.1f} s")
 
-    probes.install()
     with contextlib.ExitStack() as serving:  # the servers stop before the ratio runs
-        measured = run_sessions(args, serving, tmp, source, probes)
-    probes.undo()
+        measured = run_sessions(args, serving, tmp, source)
 
     median = report_sessions(measured)
 

@@ -1,10 +1,14 @@
 """Where a session's time goes: code marks spans and moments; an observer, if one is
 installed for the session being run, receives them.
 
-Nothing is measured unless an observer is installed (the benchmark installs one per
-session through ``EngineService(observe=…)``): then a span costs two clock reads, and
-otherwise one context-variable lookup. The context variable follows the session's task
-into ``asyncio.to_thread`` calls, so blocking git work is attributed too.
+Nothing is measured unless an observer is installed (``bench/session.py`` passes a factory
+to ``LiveServer(observe=…)``, which hands it to ``EngineService`` and so to the session
+worker; it is called once per run, so a resumed session is observed again): then a span
+costs two clock reads, and otherwise one context-variable lookup. The context variable
+follows the session's task into ``asyncio.to_thread`` calls, so blocking git work is
+attributed too, which means an observer is called from worker threads as well and must be
+thread-safe. A span measures how long the run awaited: the time of the work it stands for,
+unless the run was cancelled during it.
 """
 
 from __future__ import annotations

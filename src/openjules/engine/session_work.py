@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from openjules._types import State
 from openjules.engine import prompts
@@ -94,13 +96,21 @@ class SessionWorker:
             )
         except SetupFailed as exc:
             await self._fail(session_id, str(exc))
-        finally:
-            await self._clean_up(session_id, workspace)
-        if facts.source is not None:
-            # This session's outcome is recorded: check out a tree for the next session of
-            # the source now, so that session does not wait for a full checkout.
+        except BaseException:
+            # Stopped mid-work (deleted, the server stopping) or a bug: tidy up only.
+            await _to_the_end(self._clean_up(session_id, workspace))
+            raise
+        await _to_the_end(self._tidy(session_id, workspace, facts.source))
+
+    async def _tidy(
+        self, session_id: str, workspace: Workspace, source: SourceRecord | None
+    ) -> None:
+        """After a run that ended well: remove the workspace, and check out a tree for the
+        source's next session now, so that session does not wait for a full checkout."""
+        await self._clean_up(session_id, workspace)
+        if source is not None:
             with span(Part.SPARE):
-                await asyncio.to_thread(self._prepare_spare, facts.source)
+                await asyncio.to_thread(self._prepare_spare, source)
 
     async def _workspace(
         self, session_id: str, facts: RunFacts, sandbox: Sandbox
@@ -304,6 +314,19 @@ class SessionWorker:
 
 class SetupFailed(RuntimeError):
     pass
+
+
+async def _to_the_end(housekeeping: Coroutine[Any, Any, None]) -> None:
+    """Await ``housekeeping`` to its end even when the run is cancelled meanwhile (the
+    session was deleted, or its lease renewal found it waiting for a person), then let the
+    cancellation go on. Git work in a thread cannot be interrupted anyway, and a spare tree
+    left half-built would make the source's next session check out from scratch."""
+    task = asyncio.ensure_future(housekeeping)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def _system_prompt(tree: Path) -> str:
