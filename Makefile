@@ -3,17 +3,26 @@
 #   make test    - run the whole test suite (SQLite and PostgreSQL, compat clients)
 VENV ?= .venv
 PYTHON ?= python3
-STAMP := $(VENV)/.installed
+# What is installed in the venv: the server alone (make serve), or also the test tools.
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP := $(VENV)/.installed-dev
 NODE_DIR := tests/compat/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
 .PHONY: serve test lint typecheck bench clean system-deps
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+
+$(SERVE_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -e .
+	touch $(SERVE_STAMP)
+
+# The test tools on top of the server (a venv made by `make test` also serves).
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(SERVE_STAMP)
 
 $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
@@ -22,21 +31,21 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 system-deps:
 	scripts/install-system-deps
 
-serve: $(STAMP) system-deps
+serve: $(SERVE_STAMP) system-deps
 	$(VENV)/bin/openjules serve
 
-test: $(STAMP) $(NODE_STAMP) system-deps
+test: $(DEV_STAMP) $(NODE_STAMP) system-deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(VENV)/bin/python bench/api.py
 
 clean:

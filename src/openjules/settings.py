@@ -1,12 +1,29 @@
-"""Settings: the only place environment variables are read (prefix ``OPENJULES_``)."""
+"""Settings: the only place environment variables are read (prefix ``OPENJULES_``).
+
+Values are checked when the settings are built: a setting that can never work (an unknown
+sandbox, an unparsable port, a URL without a host) stops a command before it does anything,
+and ``load_settings`` says which one, its value and what is expected.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "OPENJULES_"
+# The database URLs openjules can use (it needs an async driver that is installed).
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+psycopg")
+DATABASE_URL_FORMS = (
+    "sqlite+aiosqlite:///PATH (a file) or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
+)
+SECRET_FIELDS = frozenset({"model_api_key", "github_token"})
 
 
 class RunnerKind(StrEnum):
@@ -35,13 +52,14 @@ def default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPENJULES_", extra="ignore")
+    # An empty variable means "unset" (OPENJULES_MODEL_PROVIDER= is no provider).
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(default_factory=default_data_dir)
     # SQLAlchemy async URL; empty means SQLite in ``data_dir``.
     database_url: str = ""
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = Field(default=8080, ge=0, le=65535)
     # Base of ``Session.url`` (``{public_base_url}/session/{id}``); empty means http://host:port.
     public_base_url: str = ""
     max_keys_per_user: int = 3
@@ -53,15 +71,15 @@ class Settings(BaseSettings):
 
     # The model: any OpenAI-compatible Chat Completions endpoint. A provider preset fills
     # in the base URL and a default model; explicit values win.
-    model_provider: str = ""
+    model_provider: ModelProvider | None = None
     model_base_url: str = ""
-    model_api_key: str = ""
+    model_api_key: SecretStr = SecretStr("")
     model: str = ""
     model_timeout_seconds: float = 120.0
     model_max_retries: int = 5
 
     # Where agent commands run: "bubblewrap", or "unsandboxed" for development only.
-    sandbox: str = "bubblewrap"
+    sandbox: SandboxKind = SandboxKind.BUBBLEWRAP
     # When the server runs as root, commands run as this uid/gid (process limits do not
     # apply to root).
     sandbox_uid: int = 65534
@@ -84,17 +102,50 @@ class Settings(BaseSettings):
     # Who runs sessions (a second runner is one new module under engine/).
     runner: RunnerKind = RunnerKind.LOCAL
     # Concurrent sessions run by `openjules serve` (0: only `openjules worker` runs them).
-    workers: int = 2
+    workers: int = Field(default=2, ge=0)
     lease_seconds: float = 30.0
 
     # GitHub (or GitHub Enterprise: https://HOST/api/v3): registers sources, authenticates
     # clones, fetches and pushes to that host, and opens pull requests. The token is used
     # host-side only; agent commands never see it.
     github_api_url: str = "https://api.github.com"
-    github_token: str = ""
+    github_token: SecretStr = SecretStr("")
     # Who the commits of pull requests are by.
     git_author_name: str = "openjules"
     git_author_email: str = "openjules@localhost"
+
+    @field_validator("model_provider", mode="before")
+    @classmethod
+    def _provider_any_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
+
+    @field_validator("model_base_url", "github_api_url", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _usable_database(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if value and (not sep or scheme not in DATABASE_SCHEMES):
+            raise ValueError(f"expected {DATABASE_URL_FORMS}")
+        return value
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose ``update`` values are validated like the constructor's (a plain
+        string becomes a secret or an enum member; a bad value raises)."""
+        copy = super().model_copy(deep=deep)
+        for name, value in (update or {}).items():
+            if name in type(self).model_fields:  # others are ignored, as by the constructor
+                self.__pydantic_validator__.validate_assignment(copy, name, value)
+        return copy
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -105,3 +156,78 @@ class Settings(BaseSettings):
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+
+class SettingsError(ValueError):
+    """Settings that can never work; ``str()`` is one line naming each bad variable (or
+    flag), its value and what is expected."""
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, *, names: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from the environment, with ``overrides`` (e.g. from command-line flags)
+    winning; ``names`` says how to call an override in messages (``{"data_dir":
+    "--data-dir"}``; the default is its environment variable)."""
+    overrides = dict(overrides or {})
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        given = {k: names.get(k, env_name(k)) for k in overrides} if names else {}
+        problems = [_explain(error, given) for error in exc.errors()]
+        raise SettingsError("; ".join(problems)) from None
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def _explain(error: ErrorDetails, given: Mapping[str, str]) -> str:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    name = given.get(field, env_name(field))
+    if field in SECRET_FIELDS:
+        shown = "(a secret, not shown)"
+    else:
+        shown = repr(_without_password(str(error.get("input", ""))))
+    setting = f"{name} {shown}" if name.startswith("--") else f"{name}={shown}"
+    return f"{setting} is not valid: {_expected(error)}"
+
+
+def _expected(error: ErrorDetails) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "expected a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "expected a number"
+    if kind in ("bool_parsing", "bool_type"):
+        return "expected true or false"
+    if kind == "enum":
+        return f"expected {ctx.get('expected', 'a known value')}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind in ("greater_than_equal", "less_than_equal"):
+        low, high = _bounds(str(error["loc"][0]) if error["loc"] else "")
+        if low is not None and high is not None:
+            return f"expected a whole number from {low} to {high}"
+        if low is not None:
+            return f"expected a whole number of at least {low}"
+    return error["msg"].replace("Input should be", "expected", 1)
+
+
+def _bounds(field: str) -> tuple[Any, Any]:
+    """The ``ge`` and ``le`` bounds of ``field`` (None where it has none)."""
+    info = Settings.model_fields.get(field)
+    metadata = info.metadata if info else []
+    low = next((m.ge for m in metadata if getattr(m, "ge", None) is not None), None)
+    high = next((m.le for m in metadata if getattr(m, "le", None) is not None), None)
+    return low, high
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of ``scheme://user:password@host`` left out."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import httpx
 import psycopg
 
-from tests.cli.support import ServeProcess, Target
+from tests.cli.support import ServeProcess, Target, run_openjules
 
 
 def _users_and_keys(target: Target) -> tuple[list[str], int]:
@@ -63,3 +64,35 @@ def test_first_start_prints_a_working_key_once(fresh_target: Target) -> None:
     assert _users_and_keys(fresh_target) == (["default"], 1), "no second user or key"
     assert not (fresh_target.home / ".openjules").exists(), "the default data dir is untouched"
 
+
+def test_a_second_serve_on_a_used_port_starts_nothing(fresh_target: Target, tmp_path: Path) -> None:
+    """One clear line, no "listening" line, and no database created or touched."""
+    with ServeProcess(fresh_target, log_dir=fresh_target.home / "logs") as first:
+        before = _users_and_keys(fresh_target)
+        home = tmp_path / "second-home"
+        home.mkdir()
+        second_target = Target(backend="sqlite", home=home, data_dir=tmp_path / "second-data")
+        second = run_openjules(
+            second_target, "serve", "--host", "127.0.0.1", "--port", str(first.port)
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "Traceback" not in second.stderr, second.stderr
+        assert "listening" not in second.stdout + second.stderr
+        assert second.stdout == "", "nothing is said about a server that does not start"
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, second.stderr
+        assert lines[0].startswith("Error: "), lines
+        assert f"127.0.0.1:{first.port}" in lines[0]
+        assert "in use" in lines[0]
+        assert not second_target.data_dir.exists(), "no database was created"
+        assert not (home / ".openjules").exists()
+
+        # The same database as the running server: untouched (no second first-start key).
+        again = run_openjules(
+            fresh_target, "serve", "--host", "127.0.0.1", "--port", str(first.port)
+        )
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert "ojk_" not in again.stdout + again.stderr
+        assert _users_and_keys(fresh_target) == before
+        assert httpx.get(f"{first.url}/healthz", timeout=10).status_code == 200, "still serving"
+        first.terminate_cleanly()

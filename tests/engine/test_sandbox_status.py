@@ -102,8 +102,3 @@ async def test_without_prlimit_neither_sandbox_is_ok(
         assert "prlimit" in status.line
 
 
-async def test_an_unknown_sandbox_is_reported_with_the_choices() -> None:
-    status = await describe_sandbox(Settings(sandbox="docker"))
-    assert not status.ok
-    assert "OPENJULES_SANDBOX='docker'" in status.line
-    assert "bubblewrap, unsandboxed" in status.line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,11 +53,28 @@ def list_(user_name: str | None, show_all: bool, *, settings: Settings) -> None:
         click.echo(f"{k.id:<14}{k.user_name:<20}{format_timestamp(k.create_time):<30}{status}")
 
 
+# A whole key is ``ojk_<id>_<secret>``; its id is the 12 hex digits after the prefix.
+WHOLE_KEY = re.compile(rf"^{users.KEY_PREFIX}_(?P<id>[0-9a-f]{{12}})_")
+
+
 @keys.command("revoke")
 @click.argument("key_id")
 @database_options
 def revoke(key_id: str, *, settings: Settings) -> None:
-    """Revoke the key KEY_ID (see `openjules keys list`)."""
+    """Revoke the key KEY_ID (see `openjules keys list`; not the key itself)."""
+    if key_id.startswith(f"{users.KEY_PREFIX}_"):
+        # Never echoed: the argument is a secret.
+        found = WHOLE_KEY.match(key_id)
+        if found:
+            raise click.ClickException(
+                "That is an API key itself, not its id: keys are revoked by id, the 12 "
+                f"characters after '{users.KEY_PREFIX}_' (this key's id is {found['id']}; "
+                "`openjules keys list` shows the id of every key)."
+            )
+        raise click.ClickException(
+            "That looks like an API key itself, not a key id: keys are revoked by id "
+            "(`openjules keys list` shows the id of every key)."
+        )
 
     async def action(conn: AsyncConnection) -> None:
         await users.revoke_key(conn, key_id=key_id)

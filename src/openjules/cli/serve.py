@@ -7,28 +7,35 @@ import asyncio
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openjules.cli.context import database_options, describe_database, run_in_db
+from openjules.cli.context import check_data_dir, database_options, describe_database, run_in_db
 from openjules.settings import Settings
 from openjules.store import users
 
 
 @click.command()
 @click.option("--host", default=None, help="Address to listen on [default 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port [default 8080].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port [default 8080].")
 @database_options
 def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
     """Run the Jules-compatible API server."""
     # Imported here: the web stack costs ~0.5 s of start-up every other command avoids.
+    from openjules.cli.status import print_status
     from openjules.server import PortInUse, bind
     from openjules.server import serve as serve_forever
 
     listen = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = settings.model_copy(update=listen)
+    check_data_dir(settings)  # workspaces live there, whatever the database
     # Bound first: with the port taken, nothing else (database, workers) starts.
+    where = f"{settings.host}:{settings.port}"
     try:
         sock = bind(settings.host, settings.port)
     except PortInUse as exc:
         raise click.ClickException(f"Cannot listen: {exc}.") from None
+    except OSError as exc:
+        raise click.ClickException(f"Cannot listen on {where}: {exc.strerror or exc}.") from None
+
+    print_status(settings)
 
     async def bootstrap(conn: AsyncConnection) -> str | None:
         if await users.count_users(conn):
@@ -37,7 +44,11 @@ def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
         key = await users.create_key(conn, user=user, max_live_keys=settings.max_keys_per_user)
         return key.secret
 
-    first_key = run_in_db(settings, bootstrap)
+    try:
+        first_key = run_in_db(settings, bootstrap, hint=False)
+    except BaseException:
+        sock.close()
+        raise
     if first_key:
         click.echo(
             f"First start: created user {settings.default_user!r} with this API key "
@@ -48,7 +59,7 @@ def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
 
     def listening() -> None:
         click.echo(
-            f"openjules listening on http://{settings.host}:{settings.port} "
+            f"openjules listening on http://{where} "
             f"(API base {base}/v1alpha, database {describe_database(settings)})"
         )
 

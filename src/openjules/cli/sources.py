@@ -2,59 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import click
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openjules._errors import InvalidArgument
 from openjules.cli.context import database_options, run_in_db
 from openjules.engine import git
 from openjules.engine.forge import catalog
 from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.github import GitHubClient, GitHubError
-from openjules.engine.repository import describe_repository
+from openjules.engine.repository import (
+    SourceError,
+    add_source,
+    owner_repo,
+    reread_source,
+)
 from openjules.settings import Settings
 from openjules.store import sources as source_store
 from openjules.store.sources import Forge, SourceRecord
 
-GITHUB_PREFIX = "github:"
 
-
-def _read(location: str, *, owner: str, repo: str, is_private: bool) -> SourceRecord:
-    try:
-        return describe_repository(location, owner=owner, repo=repo, is_private=is_private)
-    except git.GitError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _github(settings: Settings) -> GitHubClient:
-    return GitHubClient(GitHubAccess.from_settings(settings))
-
-
-def _read_github(settings: Settings, *, owner: str, repo: str) -> SourceRecord:
-    try:
-        with _github(settings) as client:
-            found = catalog.repository(client, owner=owner, repo=repo)
-    except GitHubError as exc:
-        raise click.ClickException(exc.message) from exc
-    if isinstance(found, catalog.Skipped):
-        raise click.ClickException(f"{found.full_name} cannot be a source: {found.reason}.")
-    return found
-
-
-def _reread(settings: Settings, record: SourceRecord) -> SourceRecord:
-    """``record`` with branches as they are now, keeping how its sessions run."""
-    if record.forge is Forge.GITHUB:
-        fresh = _read_github(settings, owner=record.owner, repo=record.repo)
-    else:
-        fresh = _read(
-            record.url, owner=record.owner, repo=record.repo, is_private=record.is_private
-        )
-    return fresh.keeping_settings_of(record)
+def _refuse(exc: SourceError) -> NoReturn:
+    """A refusal as click reports it: a usage error (exit 2) when an argument is at fault."""
+    if exc.option is not None:
+        hint = exc.option if exc.option.startswith("--") else None
+        raise click.BadParameter(exc.message, param_hint=hint) from exc
+    raise click.ClickException(exc.message) from exc
 
 
 @click.group()
@@ -104,53 +80,29 @@ def add(
     OPENJULES_GITHUB_TOKEN (OPENJULES_GITHUB_API_URL for GitHub Enterprise), and sessions
     with AUTO_CREATE_PR open pull requests on it.
     """
-    read: Callable[[], SourceRecord]
-    on_github = GitHubAccess.from_settings(settings).repository_of(location)
-    if on_github and not name:
-        # A URL of the configured GitHub is that GitHub's repository: pull requests apply.
-        location = f"{GITHUB_PREFIX}{on_github[0]}/{on_github[1]}"
-    if location.startswith(GITHUB_PREFIX):
-        if name:
-            raise click.BadParameter(
-                "a GitHub source is always named after its repository", param_hint="--name"
-            )
-        owner, repo = _owner_repo(location.removeprefix(GITHUB_PREFIX), hint="github:OWNER/REPO")
-        read = partial(_read_github, settings, owner=owner, repo=repo)
-    else:
-        try:
-            location = git.normalize_location(location)
-        except git.GitError as exc:
-            raise click.ClickException(str(exc)) from exc
-        owner, repo = (
-            _owner_repo(name, hint="--name OWNER/REPO")
-            if name
-            else git.default_source_name(location)
-        )
-        read = partial(_read, location, owner=owner, repo=repo, is_private=is_private)
     try:
-        source_store.validate_owner_repo(owner, repo)
-    except InvalidArgument as exc:
-        raise click.ClickException(exc.message) from exc
-    record = replace(
-        read(),
-        setup_script=setup_script.read() if setup_script else None,
-        network_allowed=allow_network,
-    )
-    _save(settings, [record])
+        owner, repo = owner_repo(name, hint="--name OWNER/REPO") if name else (None, None)
+        record = add_source(
+            settings,
+            location,
+            owner=owner,
+            repo=repo,
+            is_private=is_private,
+            setup_script=setup_script.read() if setup_script else None,
+            network_allowed=allow_network,
+            save=_save,
+        )
+    except SourceError as exc:
+        _refuse(exc)
     click.echo(
         f"Added {record.name} ({git.redact_url(record.url)}): default branch "
         f"{record.default_branch}, {len(record.branches)} branch(es)."
     )
 
 
-def _owner_repo(text: str, *, hint: str) -> tuple[str, str]:
-    owner, _, repo = text.partition("/")
-    if not owner or not repo or "/" in repo:
-        raise click.BadParameter(f"expected {hint}")
-    return owner, repo
-
-
-def _save(settings: Settings, records: list[SourceRecord], *, remove: tuple[str, ...] = ()) -> None:
+def _save(
+    settings: Settings, records: Sequence[SourceRecord], *, remove: tuple[str, ...] = ()
+) -> None:
     async def action(conn: AsyncConnection) -> None:
         for record in records:
             await source_store.upsert(conn, record=record)
@@ -253,7 +205,10 @@ def refresh(names: tuple[str, ...], *, settings: Settings) -> None:
     if unknown:
         raise click.ClickException(f"Unknown source(s): {', '.join(sorted(unknown))}")
     chosen = [r for r in records if not wanted or r.name in wanted]
-    fresh = [_reread(settings, r) for r in chosen]
+    try:
+        fresh = [reread_source(settings, r) for r in chosen]
+    except SourceError as exc:
+        _refuse(exc)
     _save(settings, fresh)
     for r in fresh:
         click.echo(

@@ -8,35 +8,39 @@ import signal
 
 import click
 
-from openjules.cli.context import database_options, describe_database
+from openjules.cli.context import check_data_dir, database_options, database_work
 from openjules.settings import Settings
 
 
 @click.command()
 @click.option(
     "--concurrency",
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     help="Sessions run at once [env OPENJULES_WORKERS; default 2].",
 )
 @database_options
 def worker(concurrency: int | None, *, settings: Settings) -> None:
     """Run agent sessions queued in the database (several workers may share PostgreSQL)."""
+    # Imported here: the engine costs start-up time every other command avoids.
+    from openjules.cli.status import print_status
     from openjules.engine.service import EngineService
     from openjules.store.migrate import upgrade_to_head
 
+    check_data_dir(settings)  # workspaces live there, whatever the database
     workers = concurrency if concurrency is not None else max(settings.workers, 1)
+    print_status(settings)
+    with database_work(settings):
+        upgrade_to_head(settings.resolved_database_url())
 
     async def main() -> None:
-        await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with EngineService(settings=settings, workers=workers) as engine:
             click.echo(
-                f"openjules worker {engine.runner.identity}: {workers} concurrent session(s), "
-                f"database {describe_database(settings)}"
+                f"openjules worker {engine.runner.identity}: {workers} concurrent session(s)"
             )
             await stop.wait()
         click.echo("worker stopped; unfinished sessions are resumed by the next worker")

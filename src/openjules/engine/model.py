@@ -11,10 +11,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
-from openjules.settings import Settings
+from openjules.settings import ModelProvider, Settings
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,13 @@ class Preset:
     needs_key: bool = True
 
 
-PRESETS: dict[str, Preset] = {
-    "openai": Preset("https://api.openai.com/v1", "gpt-4.1"),
-    "gemini": Preset("https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-pro"),
-    "anthropic": Preset("https://api.anthropic.com/v1/", "claude-sonnet-4-5"),
-    "ollama": Preset("http://127.0.0.1:11434/v1", "qwen2.5-coder:7b", needs_key=False),
+PRESETS: dict[ModelProvider, Preset] = {
+    ModelProvider.OPENAI: Preset("https://api.openai.com/v1", "gpt-4.1"),
+    ModelProvider.GEMINI: Preset(
+        "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-pro"
+    ),
+    ModelProvider.ANTHROPIC: Preset("https://api.anthropic.com/v1/", "claude-sonnet-4-5"),
+    ModelProvider.OLLAMA: Preset("http://127.0.0.1:11434/v1", "qwen2.5-coder:7b", needs_key=False),
 }
 
 NOT_CONFIGURED = (
@@ -53,10 +56,10 @@ class ModelConfig:
 
 def model_config(settings: Settings) -> ModelConfig | None:
     """The configured model, or None when nothing usable is configured."""
-    preset = PRESETS.get(settings.model_provider.lower()) if settings.model_provider else None
+    preset = PRESETS[settings.model_provider] if settings.model_provider else None
     base_url = settings.model_base_url or (preset.base_url if preset else "")
     model = settings.model or (preset.model if preset else "")
-    api_key = settings.model_api_key
+    api_key = settings.model_api_key.get_secret_value()
     if not api_key and preset is not None and not preset.needs_key:
         api_key = "unused"
     if not base_url or not model or not api_key:
@@ -68,6 +71,46 @@ def model_config(settings: Settings) -> ModelConfig | None:
         timeout_seconds=settings.model_timeout_seconds,
         max_retries=settings.model_max_retries,
     )
+
+
+def describe_model(settings: Settings) -> str:
+    """The start-up line of ``openjules serve`` and ``openjules worker``: which model
+    sessions use and where (never the key), or which variables are missing."""
+    config = model_config(settings)
+    provider = settings.model_provider
+    if config is not None:
+        source = provider.value if provider else "an OpenAI-compatible endpoint"
+        return f"model: {config.model} from {source} at {_host(config.base_url)}"
+    if not (provider or settings.model_base_url or settings.model):
+        missing = (
+            "you set OPENJULES_MODEL_PROVIDER (one of "
+            f"{', '.join(PRESETS)}) and OPENJULES_MODEL_API_KEY, or "
+            "OPENJULES_MODEL_BASE_URL, OPENJULES_MODEL_API_KEY and OPENJULES_MODEL"
+        )
+    else:
+        preset = PRESETS[provider] if provider else None
+        unset = [
+            name
+            for name, needed in (
+                ("OPENJULES_MODEL_BASE_URL", not settings.model_base_url and not preset),
+                ("OPENJULES_MODEL", not settings.model and not preset),
+                (
+                    "OPENJULES_MODEL_API_KEY",
+                    not settings.model_api_key.get_secret_value()
+                    and (preset is None or preset.needs_key),
+                ),
+            )
+            if needed
+        ]
+        missing = f"you also set {' and '.join(unset)}"
+    return f"no model configured: sessions will fail until {missing}"
+
+
+def _host(url: str) -> str:
+    """The host (and port) of ``url``: never the credentials a URL may carry."""
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 @dataclass(frozen=True)

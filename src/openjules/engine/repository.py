@@ -1,9 +1,42 @@
-"""Describe a git repository as a source record (branches read from the repository)."""
+"""Adding a source: read a repository (a local path, any git URL, or a repository of the
+configured GitHub) as a ``SourceRecord`` and store it.
+
+``openjules sources add`` and the test kit's ``register_source`` both go through
+``read_source`` and ``add_source``, so what tests register is what operators register.
+Every refusal is a ``SourceError`` whose message is meant for a person.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from openjules._errors import InvalidArgument
 from openjules.engine import git
-from openjules.store.sources import SourceRecord
+from openjules.engine.forge import catalog
+from openjules.engine.forge.access import GitHubAccess
+from openjules.engine.forge.github import GitHubClient, GitHubError
+from openjules.settings import Settings
+from openjules.store import sources as source_store
+from openjules.store.oneshot import run_write
+from openjules.store.sources import Forge, SourceRecord
+
+GITHUB_PREFIX = "github:"
+
+# Stores records: the default writes them in one transaction (see ``save_sources``).
+Save = Callable[[Settings, Sequence[SourceRecord]], None]
+
+
+class SourceError(Exception):
+    """The repository cannot be a source; ``message`` says why. ``option`` names the
+    argument at fault (``"--name"``, ``"LOCATION"``) when it is a usage mistake."""
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.option = option
 
 
 def describe_repository(
@@ -19,3 +52,118 @@ def describe_repository(
         default_branch=info.default_branch,
         branches=info.branches,
     )
+
+
+def read_source(
+    settings: Settings,
+    location: str,
+    *,
+    owner: str | None = None,
+    repo: str | None = None,
+    is_private: bool = False,
+) -> SourceRecord:
+    """The source ``location`` describes, read from its repository.
+
+    ``location`` is a local path, a git URL, or ``github:OWNER/REPO``; a URL of the
+    configured GitHub (``https://github.com/OWNER/REPO``) without an explicit ``owner`` and
+    ``repo`` is that GitHub's repository, read through its API (pull requests apply).
+    Otherwise the source is named ``owner/repo``, by default after the location.
+    """
+    named = owner is not None or repo is not None
+    on_github = GitHubAccess.from_settings(settings).repository_of(location)
+    if on_github and not named:
+        location = f"{GITHUB_PREFIX}{on_github[0]}/{on_github[1]}"
+    if location.startswith(GITHUB_PREFIX):
+        if named:
+            raise SourceError(
+                "a GitHub source is always named after its repository", option="--name"
+            )
+        owner, repo = owner_repo(location.removeprefix(GITHUB_PREFIX), hint="github:OWNER/REPO")
+        _validate(owner, repo)
+        return _read_github(settings, owner=owner, repo=repo)
+    try:
+        location = git.normalize_location(location)
+    except git.GitError as exc:
+        raise SourceError(str(exc)) from exc
+    if owner is None or repo is None:
+        default_owner, default_repo = git.default_source_name(location)
+        owner, repo = owner or default_owner, repo or default_repo
+    _validate(owner, repo)
+    return _read_git(location, owner=owner, repo=repo, is_private=is_private)
+
+
+def reread_source(settings: Settings, record: SourceRecord) -> SourceRecord:
+    """``record`` with branches as they are now, keeping how its sessions run."""
+    if record.forge is Forge.GITHUB:
+        fresh = _read_github(settings, owner=record.owner, repo=record.repo)
+    else:
+        fresh = _read_git(
+            record.url, owner=record.owner, repo=record.repo, is_private=record.is_private
+        )
+    return fresh.keeping_settings_of(record)
+
+
+def save_sources(settings: Settings, records: Sequence[SourceRecord]) -> None:
+    """Insert or update ``records`` in one transaction (migrating the database first)."""
+
+    async def action(conn: AsyncConnection) -> None:
+        for record in records:
+            await source_store.upsert(conn, record=record)
+
+    run_write(settings.resolved_database_url(), action)
+
+
+def add_source(
+    settings: Settings,
+    location: str,
+    *,
+    owner: str | None = None,
+    repo: str | None = None,
+    is_private: bool = False,
+    setup_script: str | None = None,
+    network_allowed: bool = False,
+    save: Save = save_sources,
+) -> SourceRecord:
+    """Read ``location`` (see ``read_source``), then store it with how its sessions run;
+    an existing source of the same name is replaced. Returns what was stored."""
+    record = replace(
+        read_source(settings, location, owner=owner, repo=repo, is_private=is_private),
+        setup_script=setup_script,
+        network_allowed=network_allowed,
+    )
+    save(settings, [record])
+    return record
+
+
+def owner_repo(text: str, *, hint: str) -> tuple[str, str]:
+    """``OWNER/REPO`` split in two; a ``SourceError`` naming ``hint`` otherwise."""
+    owner, _, repo = text.partition("/")
+    if not owner or not repo or "/" in repo:
+        option = hint.split()[0] if hint.startswith("--") else "LOCATION"
+        raise SourceError(f"expected {hint}", option=option)
+    return owner, repo
+
+
+def _validate(owner: str, repo: str) -> None:
+    try:
+        source_store.validate_owner_repo(owner, repo)
+    except InvalidArgument as exc:
+        raise SourceError(exc.message) from exc
+
+
+def _read_git(location: str, *, owner: str, repo: str, is_private: bool) -> SourceRecord:
+    try:
+        return describe_repository(location, owner=owner, repo=repo, is_private=is_private)
+    except git.GitError as exc:
+        raise SourceError(str(exc)) from exc
+
+
+def _read_github(settings: Settings, *, owner: str, repo: str) -> SourceRecord:
+    try:
+        with GitHubClient(GitHubAccess.from_settings(settings)) as client:
+            found = catalog.repository(client, owner=owner, repo=repo)
+    except GitHubError as exc:
+        raise SourceError(exc.message) from exc
+    if isinstance(found, catalog.Skipped):
+        raise SourceError(f"{found.full_name} cannot be a source: {found.reason}.")
+    return found

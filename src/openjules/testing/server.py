@@ -14,13 +14,10 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp
 
-from openjules.engine.forge import catalog
-from openjules.engine.forge.access import GitHubAccess
-from openjules.engine.forge.github import GitHubClient
-from openjules.engine.repository import describe_repository
+from openjules.engine.repository import GITHUB_PREFIX, add_source
 from openjules.server import Uvicorn, bind, composed_app
 from openjules.settings import Settings
-from openjules.store import sources, users
+from openjules.store import users
 from openjules.store.oneshot import run_write
 from openjules.timing import ObserverFactory
 
@@ -156,26 +153,13 @@ def register_source(
     repo: str,
     is_private: bool = False,
 ) -> str:
-    """Register a git repository as ``sources/github/OWNER/REPO`` (what the CLI does)."""
-    record = describe_repository(location, owner=owner, repo=repo, is_private=is_private)
-
-    async def action(conn: AsyncConnection) -> None:
-        await sources.upsert(conn, record=record)
-
-    run_write(settings.resolved_database_url(), action)
-    return record.name
+    """Register a git repository as ``sources/github/OWNER/REPO`` (what
+    ``openjules sources add LOCATION --name OWNER/REPO`` does); returns the source name.
+    A refusal raises ``openjules.engine.repository.SourceError``."""
+    return add_source(settings, location, owner=owner, repo=repo, is_private=is_private).name
 
 
 def register_github_source(settings: Settings, *, owner: str, repo: str) -> str:
     """Register ``OWNER/REPO`` of the GitHub ``settings`` point at (what
     ``openjules sources add github:OWNER/REPO`` does); returns the source name."""
-    with GitHubClient(GitHubAccess.from_settings(settings)) as client:
-        record = catalog.repository(client, owner=owner, repo=repo)
-    if isinstance(record, catalog.Skipped):
-        raise ValueError(f"{record.full_name} cannot be a source: {record.reason}")
-
-    async def action(conn: AsyncConnection) -> None:
-        await sources.upsert(conn, record=record)
-
-    run_write(settings.resolved_database_url(), action)
-    return record.name
+    return add_source(settings, f"{GITHUB_PREFIX}{owner}/{repo}").name

@@ -25,7 +25,10 @@ class GitHubAccess:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GitHubAccess:
-        return cls(api_url=settings.github_api_url.rstrip("/"), token=settings.github_token)
+        return cls(
+            api_url=settings.github_api_url.rstrip("/"),
+            token=settings.github_token.get_secret_value(),
+        )
 
     @property
     def git_base_url(self) -> str:

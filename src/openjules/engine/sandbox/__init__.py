@@ -76,16 +76,6 @@ _BACKENDS: dict[SandboxKind, type[BubblewrapSandbox] | type[UnsandboxedSandbox]]
 }
 
 
-def _backend(setting: str) -> type[BubblewrapSandbox] | type[UnsandboxedSandbox]:
-    try:
-        return _BACKENDS[SandboxKind(setting)]
-    except ValueError:
-        choices = ", ".join(k.value for k in SandboxKind)
-        raise SandboxUnavailable(
-            f"OPENJULES_SANDBOX={setting!r} is not a sandbox; use one of {choices}."
-        ) from None
-
-
 def check_available(kind: SandboxKind) -> None:
     """Raise ``SandboxUnavailable`` with a fix when the sandbox cannot run on this machine."""
     _BACKENDS[kind].check_available()
@@ -93,7 +83,7 @@ def check_available(kind: SandboxKind) -> None:
 
 def sandbox_from_settings(settings: Settings) -> Sandbox:
     """The configured sandbox; ``SandboxUnavailable`` says how to fix a missing piece."""
-    backend = _backend(settings.sandbox)
+    backend = _BACKENDS[settings.sandbox]
     backend.check_available()
     return backend.from_settings(settings)
 
@@ -102,7 +92,7 @@ async def describe_sandbox(settings: Settings) -> SandboxStatus:
     """The start-up line of ``openjules serve`` and ``openjules worker``: which sandbox runs
     commands and whether it works here. Never raises; ``ok`` is False when it does not."""
     try:
-        backend = _backend(settings.sandbox)
+        backend = _BACKENDS[settings.sandbox]
         return await asyncio.wait_for(backend.describe(settings), timeout=DESCRIBE_TIMEOUT_S)
     except TimeoutError:
         return SandboxStatus(
