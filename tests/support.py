@@ -180,3 +180,17 @@ def make_repo(
     for other in branches:
         run_git("branch", other, cwd=path)
     return path
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry.name))
+    return found

@@ -105,6 +105,23 @@ def run_openjules(
     )
 
 
+def run_with_defaults(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``openjules ARGS`` as a user who set no data directory or database: only ``HOME``,
+    so the command uses its default (``HOME/.openjules``)."""
+    target = Target(backend="sqlite", home=home, data_dir=home / ".openjules", via_env=True)
+    env = {k: v for k, v in target.env().items() if k != "OPENJULES_DATA_DIR"}
+    return subprocess.run(
+        [openjules_executable(), *args],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def run_many(
     target: Target, *commands: list[str], timeout: float = CLI_TIMEOUT_S
 ) -> list[subprocess.CompletedProcess[str]]:

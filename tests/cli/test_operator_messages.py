@@ -3,12 +3,11 @@ that they just created one), and what a key id is when given a whole key."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli.support import Target, create_key, ok, openjules_executable, run_openjules
+from tests.cli.support import Target, create_key, ok, run_openjules, run_with_defaults
 from tests.support import make_repo
 
 NEW_DATABASE = "a new, empty database was created there"
@@ -77,17 +76,7 @@ def test_sources_add_without_a_data_dir_names_the_default_database(tmp_path: Pat
     home = tmp_path / "home"
     home.mkdir()
     repo = make_repo(tmp_path / "boba")
-    target = Target(backend="sqlite", home=home, data_dir=tmp_path / "unused", via_env=True)
-    env = {k: v for k, v in target.env().items() if k != "OPENJULES_DATA_DIR"}
-    result = subprocess.run(
-        [openjules_executable(), "sources", "add", str(repo)],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_with_defaults(home, "sources", "add", str(repo))
     ok(result)
     default = home / ".openjules" / "openjules.db"
     assert database_lines(result.stderr) == [f"database: sqlite+aiosqlite:///{default}"]

@@ -14,7 +14,13 @@ import pytest
 
 from openjules.engine.sandbox import describe_sandbox
 from openjules.settings import Settings
-from tests.cli.support import ServeProcess, Target, openjules_executable, run_openjules
+from tests.cli.support import (
+    ServeProcess,
+    Target,
+    openjules_executable,
+    run_openjules,
+    run_with_defaults,
+)
 
 SECRET_KEY = "sk-secret-7f3a9c2e11d04b6a"
 WORKER_START_TIMEOUT_S = 30.0
@@ -121,17 +127,7 @@ def test_the_default_data_dir_being_a_file_is_named(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     (home / ".openjules").write_text("")
-    target = Target(backend="sqlite", home=home, data_dir=home / ".openjules", via_env=True)
-    env = {k: v for k, v in target.env().items() if k != "OPENJULES_DATA_DIR"}
-    result = subprocess.run(
-        [openjules_executable(), "keys", "list"],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_with_defaults(home, "keys", "list")
     line = refusal(result)
     assert str(home / ".openjules") in line
     assert "--data-dir" in line

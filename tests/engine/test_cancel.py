@@ -5,7 +5,6 @@ instead of waiting for the command (or the lease renewal) to end."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from openjules.testing import FakeModel, LiveServer
 from tests.engine.agent_support import call, needs_bubblewrap
-from tests.support import TERMINAL, wait_for_state
+from tests.support import TERMINAL, processes_with, wait_for_state
 
 pytestmark = needs_bubblewrap
 
@@ -29,16 +28,8 @@ def agent_settings_overrides() -> dict[str, Any]:
 
 
 def _sleepers() -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if SLEEP in cmdline and "bash -c" not in cmdline:
-                found.append(int(entry.name))
-    return found
+    """The sleep itself (not the shell that started it, whose command line names it too)."""
+    return [pid for pid in processes_with(SLEEP) if pid not in processes_with("bash -c")]
 
 
 def _wait(predicate: Any, *, seconds: float, what: str) -> float:

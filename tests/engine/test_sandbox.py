@@ -24,6 +24,7 @@ from openjules.engine.sandbox import (
 )
 from openjules.settings import Settings
 from tests.engine.agent_support import needs_bubblewrap
+from tests.support import processes_with
 
 pytestmark = needs_bubblewrap
 
@@ -46,19 +47,6 @@ def workspace(tmp_path: Path, sandbox: Sandbox) -> Path:
     (tree / "README.md").write_text("hello\n")
     sandbox.prepare_workspace(tree)
     return tree
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if marker in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 async def test_the_workspace_is_writable_and_the_system_is_read_only(
@@ -169,7 +157,7 @@ async def test_a_timed_out_commands_background_children_are_gone(
     )
     assert result.timed_out
     assert "timed out" in result.output
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 async def test_background_children_die_when_the_command_ends(
@@ -180,7 +168,7 @@ async def test_background_children_die_when_the_command_ends(
         f"nohup sleep {marker} >/dev/null 2>&1 & echo started", workspace=workspace
     )
     assert result.exit_code == 0
-    assert _processes_with(f"sleep {marker}") == []
+    assert processes_with(f"sleep {marker}") == []
 
 
 async def test_a_fork_bomb_is_contained(sandbox: Sandbox, workspace: Path) -> None:
@@ -191,7 +179,7 @@ async def test_a_fork_bomb_is_contained(sandbox: Sandbox, workspace: Path) -> No
     )
     # The bomb hits the process limit (fork fails) and everything is reaped afterwards.
     assert result.timed_out or "retry" in result.output or "fork" in result.output.lower()
-    assert _processes_with("bomb") == []
+    assert processes_with("bomb") == []
     check = await sandbox.run("echo alive", workspace=workspace)
     assert check.output.strip() == "alive"
 
