@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from openjules.engine import prompts
 from openjules.engine.model import Model, ModelError, ToolCallRequest
 from openjules.engine.tools.base import Effect, Tool, ToolContext, ToolResult, error
-from openjules.engine.tools.registry import tools_for
+from openjules.engine.tools.registry import schemas_for, tools_for
 from openjules.store.activities import NewActivity
 from openjules.store.agent_state import Phase, Transcript
 from openjules.timing import Part, span
@@ -87,12 +87,10 @@ class Agent:
                 await self.journal.fail(reason=reason, transcript=transcript)
                 return False
             _compact(transcript.messages, self.limits)
-            tools = tools_for(transcript.phase)
+            offered = list(schemas_for(transcript.phase))
             try:
                 with span(Part.MODEL):
-                    turn = await self.model.complete(
-                        messages=transcript.messages, tools=[t.schema() for t in tools.values()]
-                    )
+                    turn = await self.model.complete(messages=transcript.messages, tools=offered)
             except ModelError as exc:
                 await self.journal.fail(reason=str(exc), transcript=transcript)
                 return False

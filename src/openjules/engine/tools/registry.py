@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from openjules.engine.tools.base import Phase, Tool
 from openjules.engine.tools.control import (
     AskUserTool,
@@ -30,3 +33,10 @@ ALL_TOOLS: tuple[Tool, ...] = (
 
 def tools_for(phase: Phase) -> dict[str, Tool]:
     return {tool.name: tool for tool in ALL_TOOLS if phase in tool.phases}
+
+
+@functools.cache
+def schemas_for(phase: Phase) -> tuple[dict[str, Any], ...]:
+    """The tool definitions the model is offered in ``phase``: the same every turn, so
+    built once (pydantic's JSON schemas cost ~2 ms a turn)."""
+    return tuple(tool.schema() for tool in tools_for(phase).values())
