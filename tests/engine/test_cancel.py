@@ -4,15 +4,17 @@ instead of waiting for the command (or the lease renewal) to end."""
 
 from __future__ import annotations
 
+import secrets
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from openjules.testing import FakeModel, LiveServer
+from openjules.testing import FakeModel, LiveServer, register_source
 from tests.engine.agent_support import call, needs_bubblewrap
-from tests.support import TERMINAL, processes_with, wait_for_state
+from tests.support import TERMINAL, make_repo, processes_with, wait_for_state
 
 pytestmark = needs_bubblewrap
 
@@ -66,3 +68,26 @@ def test_deleting_a_running_session_kills_its_command_and_frees_the_worker(
     assert session["state"] == "COMPLETED"
     assert client.get(f"/sessions/{first['id']}").status_code == 404
     assert stopped_in < 5
+
+
+def test_deleting_a_session_while_its_workspace_is_checked_out_leaves_no_workspace(
+    agent_server: LiveServer, client: httpx.Client, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    """The first session of a big source checks it out in full (seconds): a delete then
+    lands mid-checkout, in a thread that cannot be interrupted; what it made is removed."""
+    repo = make_repo(
+        tmp_path / "big", {f"src/m{i // 100}/f{i}.py": f"x = {i}\n" for i in range(6000)}
+    )
+    name = f"big-{secrets.token_hex(3)}"
+    source = register_source(agent_server.settings, location=str(repo), owner="acme", repo=name)
+    context = {"source": source, "githubRepoContext": {"startingBranch": "main"}}
+    sid = client.post("/sessions", json={"prompt": "Wait", "sourceContext": context}).json()["id"]
+    workspace = agent_server.settings.data_dir / "workspaces" / sid
+    _wait(workspace.exists, seconds=30, what="the checkout starting")
+    assert client.get(f"/sessions/{sid}").json()["state"] == "QUEUED"  # still preparing
+
+    assert client.delete(f"/sessions/{sid}").status_code == 200
+    _wait(lambda: not workspace.exists(), seconds=30, what="the workspace being removed")
+    time.sleep(1.0)  # nothing recreates it afterwards
+    assert not workspace.exists()
+    assert fake_model.requests == []  # the agent never started

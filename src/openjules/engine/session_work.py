@@ -10,6 +10,7 @@ changes (AUTO_CREATE_PR) and complete → clean up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
@@ -116,7 +117,14 @@ class SessionWorker:
         self, session_id: str, facts: RunFacts, sandbox: Sandbox
     ) -> tuple[Workspace, str]:
         with span(Part.WORKSPACE):
-            workspace, base = await asyncio.to_thread(self._prepare, session_id, facts)
+            preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, session_id, facts))
+            try:
+                workspace, base = await asyncio.shield(preparing)
+            except asyncio.CancelledError:
+                # Stopped mid-checkout (e.g. the session was deleted): the thread goes on,
+                # so wait for it and remove what it made instead of leaving it on disk.
+                await _to_the_end(self._discard(session_id, preparing))
+                raise
         with span(Part.SANDBOX_OWNERSHIP):
             sandbox.prepare_workspace(workspace.tree)
         return workspace, base
@@ -179,6 +187,15 @@ class SessionWorker:
                     summary=finishing.summary,
                 )
         await journal.complete(transcript=transcript, delivered=delivered)
+
+    async def _discard(
+        self, session_id: str, preparing: asyncio.Future[tuple[Workspace, str]]
+    ) -> None:
+        """Once ``preparing`` has ended, however it ended, remove the session's workspace."""
+        with contextlib.suppress(Exception):
+            await preparing
+        root = workspace_path(self.settings.data_dir, session_id)
+        await asyncio.to_thread(Workspace(root).remove)
 
     async def _clean_up(self, session_id: str, workspace: Workspace) -> None:
         """Remove the workspace once the session holds no more work (it is rebuilt from
