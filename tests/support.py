@@ -114,12 +114,17 @@ def wait_for_state(
 
 
 def git_env(home: Path) -> dict[str, str]:
-    """An environment in which git reads no user or system configuration."""
+    """An environment in which git reads no user or system configuration, and never
+    starts a background ``gc --auto``: after a commit of a few thousand files it may, and
+    then packs away the loose objects a server is cloning at that moment."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "HOME": str(home),
         "GIT_CONFIG_GLOBAL": os.devnull,
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "gc.auto",
+        "GIT_CONFIG_VALUE_0": "0",
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_AUTHOR_NAME": "Test Author",
         "GIT_AUTHOR_EMAIL": "author@example.com",
