@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -43,7 +43,8 @@ class Target:
     """Where the command keeps its data: a data dir (SQLite) or a PostgreSQL URL.
 
     ``via_env`` passes the location as OPENJULES_DATA_DIR / OPENJULES_DATABASE_URL instead
-    of the --data-dir / --database-url flags.
+    of the --data-dir / --database-url flags; ``named=False`` passes neither, so the command
+    uses its default under HOME (``data_dir`` should then be ``HOME/.openjules``).
     """
 
     backend: str
@@ -52,13 +53,14 @@ class Target:
     database_url: str | None = None
     via_env: bool = False
     extra_env: dict[str, str] = field(default_factory=dict)
+    named: bool = True
 
     @property
     def sqlite_file(self) -> Path:
         return self.data_dir / "openjules.db"
 
     def args(self) -> list[str]:
-        if self.via_env:
+        if self.via_env or not self.named:
             return []
         if self.database_url:
             return ["--database-url", self.database_url]
@@ -70,7 +72,7 @@ class Target:
         env["PYTHONUNBUFFERED"] = "1"
         # These tests check the API and the CLI; no agent runs sessions (that is in engine/).
         env["OPENJULES_WORKERS"] = "0"
-        if self.via_env:
+        if self.via_env and self.named:
             if self.database_url:
                 env["OPENJULES_DATABASE_URL"] = self.database_url
             else:
@@ -79,14 +81,7 @@ class Target:
         return env
 
     def with_env(self, **extra: str) -> Target:
-        return Target(
-            backend=self.backend,
-            home=self.home,
-            data_dir=self.data_dir,
-            database_url=self.database_url,
-            via_env=self.via_env,
-            extra_env={**self.extra_env, **extra},
-        )
+        return replace(self, extra_env={**self.extra_env, **extra})
 
 
 def run_openjules(
@@ -108,18 +103,8 @@ def run_openjules(
 def run_with_defaults(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``openjules ARGS`` as a user who set no data directory or database: only ``HOME``,
     so the command uses its default (``HOME/.openjules``)."""
-    target = Target(backend="sqlite", home=home, data_dir=home / ".openjules", via_env=True)
-    env = {k: v for k, v in target.env().items() if k != "OPENJULES_DATA_DIR"}
-    return subprocess.run(
-        [openjules_executable(), *args],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    target = Target(backend="sqlite", home=home, data_dir=home / ".openjules", named=False)
+    return run_openjules(target, *args)
 
 
 def run_many(
