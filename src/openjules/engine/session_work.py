@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from openjules._types import State
 from openjules.engine import prompts
@@ -49,6 +49,7 @@ from openjules.store.transitions import Event
 from openjules.timing import Moment, ObserverFactory, Part, moment, observing, span
 
 log = logging.getLogger("openjules.engine")
+T = TypeVar("T")
 AGENTS_MD_MAX_CHARS = 20_000
 
 
@@ -117,13 +118,15 @@ class SessionWorker:
         self, session_id: str, facts: RunFacts, sandbox: Sandbox
     ) -> tuple[Workspace, str]:
         with span(Part.WORKSPACE):
-            preparing = asyncio.ensure_future(asyncio.to_thread(self._prepare, session_id, facts))
             try:
-                workspace, base = await asyncio.shield(preparing)
+                workspace, base = await _to_the_end(
+                    asyncio.to_thread(self._prepare, session_id, facts)
+                )
             except asyncio.CancelledError:
-                # Stopped mid-checkout (e.g. the session was deleted): the thread goes on,
-                # so wait for it and remove what it made instead of leaving it on disk.
-                await _to_the_end(self._discard(session_id, preparing))
+                # Stopped mid-checkout (e.g. the session was deleted): the checkout has
+                # ended by now; remove what it made instead of leaving it on disk.
+                root = workspace_path(self.settings.data_dir, session_id)
+                await _to_the_end(asyncio.to_thread(Workspace(root).remove))
                 raise
         with span(Part.SANDBOX_OWNERSHIP):
             sandbox.prepare_workspace(workspace.tree)
@@ -187,15 +190,6 @@ class SessionWorker:
                     summary=finishing.summary,
                 )
         await journal.complete(transcript=transcript, delivered=delivered)
-
-    async def _discard(
-        self, session_id: str, preparing: asyncio.Future[tuple[Workspace, str]]
-    ) -> None:
-        """Once ``preparing`` has ended, however it ended, remove the session's workspace."""
-        with contextlib.suppress(Exception):
-            await preparing
-        root = workspace_path(self.settings.data_dir, session_id)
-        await asyncio.to_thread(Workspace(root).remove)
 
     async def _clean_up(self, session_id: str, workspace: Workspace) -> None:
         """Remove the workspace once the session holds no more work (it is rebuilt from
@@ -333,16 +327,18 @@ class SetupFailed(RuntimeError):
     pass
 
 
-async def _to_the_end(housekeeping: Coroutine[Any, Any, None]) -> None:
-    """Await ``housekeeping`` to its end even when the run is cancelled meanwhile (the
-    session was deleted, or its lease renewal found it waiting for a person), then let the
-    cancellation go on. Git work in a thread cannot be interrupted anyway, and a spare tree
-    left half-built would make the source's next session check out from scratch."""
-    task = asyncio.ensure_future(housekeeping)
+async def _to_the_end(work: Awaitable[T]) -> T:
+    """Await ``work`` to its end even when the run is cancelled meanwhile (the session was
+    deleted, or its lease renewal found it waiting for a person), then let the cancellation
+    go on, which wins over whatever ``work`` raised. Git work in a thread cannot be
+    interrupted anyway, and a spare tree left half-built would make the source's next
+    session check out from scratch."""
+    task = asyncio.ensure_future(work)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
-        await task
+        with contextlib.suppress(Exception):
+            await task
         raise
 
 
