@@ -86,7 +86,8 @@ async def composed_app(
     """The app, with the engine running behind it until the context ends."""
     await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
     async with EngineService(settings=settings, observe=observe) as engine:
-        yield create_app(settings, runner=engine.runner)
+        # One database (and its connection pools) for the API and the engine.
+        yield create_app(settings, runner=engine.runner, database=engine.db)
 
 
 async def serve(
@@ -95,14 +96,8 @@ async def serve(
     sock: socket.socket,
     on_listening: Callable[[], None] | None = None,
     log_level: str = "info",
-    observe: ObserverFactory | None = None,
-    started: Callable[[Uvicorn], None] | None = None,
 ) -> None:
-    """Serve on ``sock`` until a signal (or ``server.should_exit``); ``started`` receives
-    the uvicorn server as soon as it exists, so another thread can stop it."""
-    async with composed_app(settings, observe=observe) as app:
+    """Serve on ``sock`` until SIGINT or SIGTERM."""
+    async with composed_app(settings) as app:
         config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
-        server = Uvicorn(config, on_listening=on_listening)
-        if started is not None:
-            started(server)
-        await server.serve(sockets=[sock])
+        await Uvicorn(config, on_listening=on_listening).serve(sockets=[sock])

@@ -24,13 +24,17 @@ from openjules.settings import Settings
 from openjules.store.database import Database
 
 
-def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, runner: Runner | None = None, database: Database | None = None
+) -> FastAPI:
     """``runner`` is told when sessions are enqueued or stop being runnable; without one,
-    workers in other processes find the work at their next poll."""
+    workers in other processes find the work at their next poll. ``database`` is shared
+    with whoever passes it (the engine of the same process), who also closes it; without
+    one the app opens its own while it runs."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.resolved_database_url(), echo=settings.database_echo)
+        db = database or Database(settings.resolved_database_url(), echo=settings.database_echo)
         app.state.openjules = AppState(
             settings=settings,
             db=db,
@@ -41,7 +45,8 @@ def create_app(settings: Settings, *, runner: Runner | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await db.dispose()
+            if database is None:
+                await db.dispose()
 
     app = FastAPI(
         title="openjules",

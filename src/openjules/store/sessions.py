@@ -278,18 +278,20 @@ async def set_archived(
     return await get(conn, owner_id=owner_id, session_id=session_id)
 
 
-async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
-    await ensure_owned(conn, owner_id=owner_id, session_id=session_id)
-    # Explicit child deletes: SQLite only cascades with foreign_keys=ON, which other tools
-    # opening the file may not set. The children are read off the schema, so a new table
-    # that references sessions is deleted with them.
-    for table in SESSION_CHILDREN:
-        await conn.execute(delete(table).where(table.c.session_id == session_id))
-    await conn.execute(delete(tables.sessions).where(_S.id == session_id))
-
-
+# Every table whose rows belong to a session, read off the schema (children first).
 SESSION_CHILDREN = tuple(
     table
     for table in reversed(tables.metadata.sorted_tables)
     if any(fk.column.table is tables.sessions for fk in table.foreign_keys)
 )
+
+
+async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
+    await ensure_owned(conn, owner_id=owner_id, session_id=session_id)
+    # Explicit child deletes: SQLite only cascades with foreign_keys=ON, which other tools
+    # opening the file may not set. A new table that references sessions is deleted with
+    # them (SESSION_CHILDREN).
+    for table in SESSION_CHILDREN:
+        await conn.execute(delete(table).where(table.c.session_id == session_id))
+    await conn.execute(delete(tables.sessions).where(_S.id == session_id))
+

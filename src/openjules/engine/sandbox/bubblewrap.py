@@ -146,11 +146,8 @@ class BubblewrapSandbox(ProcessSandbox):
     async def describe(cls, settings: Settings) -> SandboxStatus:
         """Run ``true`` in a sandbox built from ``settings``: only a command that ran proves
         that namespaces, mounts and the privilege drop all work on this machine."""
-        bwrap = shutil.which("bwrap")
-        if bwrap is None:
-            return SandboxStatus(ok=False, line=f"sandbox: {BWRAP_MISSING}")
-        require_prlimit()
-        version = await _version(bwrap)
+        cls.check_available()  # SandboxUnavailable is reported by describe_sandbox
+        version = await _version(tool("bwrap"))
         sandbox = cls.from_settings(settings)
         with tempfile.TemporaryDirectory(prefix="openjules-sandbox-check-") as directory:
             tree = Path(directory)
