@@ -16,8 +16,8 @@ from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.github import GitHubClient, GitHubError
 from openjules.engine.repository import (
     SourceError,
-    add_source,
     owner_repo,
+    read_source,
     reread_source,
 )
 from openjules.settings import Settings
@@ -82,18 +82,15 @@ def add(
     """
     try:
         owner, repo = owner_repo(name, hint="--name OWNER/REPO") if name else (None, None)
-        record = add_source(
-            settings,
-            location,
-            owner=owner,
-            repo=repo,
-            is_private=is_private,
-            setup_script=setup_script.read() if setup_script else None,
-            network_allowed=allow_network,
-            save=_save,
-        )
+        read = read_source(settings, location, owner=owner, repo=repo, is_private=is_private)
     except SourceError as exc:
         _refuse(exc)
+    record = replace(
+        read,
+        setup_script=setup_script.read() if setup_script else None,
+        network_allowed=allow_network,
+    )
+    _save(settings, [record])
     click.echo(
         f"Added {record.name} ({git.redact_url(record.url)}): default branch "
         f"{record.default_branch}, {len(record.branches)} branch(es)."

@@ -1,17 +1,12 @@
 """Adding a source: read a repository (a local path, any git URL, or a repository of the
-configured GitHub) as a ``SourceRecord`` and store it.
+configured GitHub) as a ``SourceRecord``, for the caller to store.
 
 ``openjules sources add`` and the test kit's ``register_source`` both go through
-``read_source`` and ``add_source``, so what tests register is what operators register.
-Every refusal is a ``SourceError`` whose message is meant for a person.
+``read_source``, so what tests register is what operators register. Every refusal is a
+``SourceError`` whose message is meant for a person.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable, Sequence
-from dataclasses import replace
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._errors import InvalidArgument
 from openjules.engine import git
@@ -20,13 +15,9 @@ from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.github import GitHubClient, GitHubError
 from openjules.settings import Settings
 from openjules.store import sources as source_store
-from openjules.store.oneshot import run_write
 from openjules.store.sources import Forge, SourceRecord
 
 GITHUB_PREFIX = "github:"
-
-# Stores records: the default writes them in one transaction (see ``save_sources``).
-Save = Callable[[Settings, Sequence[SourceRecord]], None]
 
 
 class SourceError(Exception):
@@ -101,38 +92,6 @@ def reread_source(settings: Settings, record: SourceRecord) -> SourceRecord:
             record.url, owner=record.owner, repo=record.repo, is_private=record.is_private
         )
     return fresh.keeping_settings_of(record)
-
-
-def save_sources(settings: Settings, records: Sequence[SourceRecord]) -> None:
-    """Insert or update ``records`` in one transaction (migrating the database first)."""
-
-    async def action(conn: AsyncConnection) -> None:
-        for record in records:
-            await source_store.upsert(conn, record=record)
-
-    run_write(settings.resolved_database_url(), action)
-
-
-def add_source(
-    settings: Settings,
-    location: str,
-    *,
-    owner: str | None = None,
-    repo: str | None = None,
-    is_private: bool = False,
-    setup_script: str | None = None,
-    network_allowed: bool = False,
-    save: Save = save_sources,
-) -> SourceRecord:
-    """Read ``location`` (see ``read_source``), then store it with how its sessions run;
-    an existing source of the same name is replaced. Returns what was stored."""
-    record = replace(
-        read_source(settings, location, owner=owner, repo=repo, is_private=is_private),
-        setup_script=setup_script,
-        network_allowed=network_allowed,
-    )
-    save(settings, [record])
-    return record
 
 
 def owner_repo(text: str, *, hint: str) -> tuple[str, str]:

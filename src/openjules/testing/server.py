@@ -14,11 +14,12 @@ import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp
 
-from openjules.engine.repository import GITHUB_PREFIX, add_source
+from openjules.engine.repository import GITHUB_PREFIX, read_source
 from openjules.server import Uvicorn, bind, composed_app
 from openjules.settings import Settings
-from openjules.store import users
+from openjules.store import sources, users
 from openjules.store.oneshot import run_write
+from openjules.store.sources import SourceRecord
 from openjules.timing import ObserverFactory
 
 START_TIMEOUT_S = 30.0
@@ -156,10 +157,19 @@ def register_source(
     """Register a git repository as ``sources/github/OWNER/REPO`` (what
     ``openjules sources add LOCATION --name OWNER/REPO`` does); returns the source name.
     A refusal raises ``openjules.engine.repository.SourceError``."""
-    return add_source(settings, location, owner=owner, repo=repo, is_private=is_private).name
+    record = read_source(settings, location, owner=owner, repo=repo, is_private=is_private)
+    return _store(settings, record)
 
 
 def register_github_source(settings: Settings, *, owner: str, repo: str) -> str:
     """Register ``OWNER/REPO`` of the GitHub ``settings`` point at (what
     ``openjules sources add github:OWNER/REPO`` does); returns the source name."""
-    return add_source(settings, f"{GITHUB_PREFIX}{owner}/{repo}").name
+    return _store(settings, read_source(settings, f"{GITHUB_PREFIX}{owner}/{repo}"))
+
+
+def _store(settings: Settings, record: SourceRecord) -> str:
+    async def action(conn: AsyncConnection) -> None:
+        await sources.upsert(conn, record=record)
+
+    run_write(settings.resolved_database_url(), action)
+    return record.name
