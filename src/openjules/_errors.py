@@ -32,11 +32,14 @@ class APIError(Exception):
         *,
         field_violations: list[FieldViolation] | None = None,
         details: list[dict[str, Any]] | None = None,
+        retry_after_seconds: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field_violations = list(field_violations or [])
         self.extra_details = list(details or [])
+        # Sent as the Retry-After header (429 and 503: when trying again can succeed).
+        self.retry_after_seconds = retry_after_seconds
 
     def envelope(self) -> dict[str, Any]:
         body: dict[str, Any] = {

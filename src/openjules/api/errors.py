@@ -86,7 +86,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return envelope_response(exc)
+    return envelope_response(exc, headers=retry_headers(exc))
+
+
+def retry_headers(error: APIError) -> dict[str, str] | None:
+    if error.retry_after_seconds is None:
+        return None
+    return {"Retry-After": str(error.retry_after_seconds)}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

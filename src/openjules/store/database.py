@@ -7,13 +7,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from openjules._errors import Unavailable
 from openjules.timing import Part, span
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached (or answered with a connection-class error): the
+    API answers 503 UNAVAILABLE with Retry-After, never 500."""
 
 
 class Database:
@@ -50,6 +56,11 @@ class Database:
                     await conn.execution_options(sqlite_immediate=True)
                 async with conn.begin():
                     yield conn
+
+    async def ping(self) -> None:
+        """Raise ``DatabaseUnavailable`` unless the database answers a trivial query."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         await self.engine.dispose()
