@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 from pydantic.alias_generators import to_camel
 
 
@@ -283,7 +283,7 @@ class SourceContextInput(RequestModel):
     github_repo_context: GitHubRepoContextInput | None = None
     # Accepted for compatibility; the server decides both.
     working_branch: str | None = None
-    environment_variables_enabled: bool | None = None
+    environment_variables_enabled: StrictBool | None = None
 
 
 class CreateSessionRequest(RequestModel):
@@ -295,7 +295,8 @@ class CreateSessionRequest(RequestModel):
     prompt: str | None = None
     source_context: SourceContextInput | None = None
     title: str | None = None
-    require_plan_approval: bool | None = None
+    # Strict: proto3 JSON takes true/false, not 0, 0.0 or "yes".
+    require_plan_approval: StrictBool | None = None
     automation_mode: AutomationMode | None = None
     name: Any = None
     id: Any = None

@@ -18,14 +18,24 @@ from contextlib import asynccontextmanager, contextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from openjules.api import create_app
 from openjules.engine.service import EngineService
+from openjules.http_protocol import (
+    ConnectionLimits,
+    RateLimitedLog,
+    default_max_connections,
+    install_accept_error_handler,
+    protocol_class,
+    raise_open_files_limit,
+)
 from openjules.settings import Settings
 from openjules.store.migrate import upgrade_to_head
 from openjules.timing import ObserverFactory
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+LISTEN_BACKLOG = 2048
 
 
 class PortInUse(OSError):
@@ -41,13 +51,38 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-        sock.listen(2048)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
             raise PortInUse(f"{host}:{port} is already in use by another process") from None
         raise
     return sock
+
+
+def uvicorn_config(app: ASGIApp, *, settings: Settings, log_level: str = "info") -> uvicorn.Config:
+    """How every server of this package is run: ``openjules serve``, the test kit's
+    ``LiveServer`` (its settings) and its fakes (default settings), so tests run what
+    operators run.
+
+    Raises the process's open-files limit to its hard limit first: the connection cap
+    that is not configured is derived from it.
+    """
+    open_files = raise_open_files_limit()
+    limits = ConnectionLimits(
+        header_timeout_seconds=settings.http_header_timeout_seconds,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
+        max_connections=settings.http_max_connections or default_max_connections(open_files),
+    )
+    return uvicorn.Config(
+        app,
+        http=protocol_class(limits),
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        # The listening socket's own backlog: kernel-held connections cost no descriptor.
+        backlog=LISTEN_BACKLOG,
+    )
 
 
 class Uvicorn(uvicorn.Server):
@@ -74,6 +109,9 @@ class Uvicorn(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # Out of descriptors, asyncio logs each failed accept with a traceback: one line per
+        # interval instead (stderr is not for filling the disk).
+        install_accept_error_handler(asyncio.get_running_loop(), RateLimitedLog())
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit and self.on_listening is not None:
             self.on_listening()
@@ -99,5 +137,5 @@ async def serve(
 ) -> None:
     """Serve on ``sock`` until SIGINT or SIGTERM."""
     async with composed_app(settings) as app:
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+        config = uvicorn_config(app, settings=settings, log_level=log_level)
         await Uvicorn(config, on_listening=on_listening).serve(sockets=[sock])

@@ -69,6 +69,33 @@ class Settings(BaseSettings):
     # Debug logging of each request's database time.
     database_echo: bool = False
 
+    # Database resilience: during a PostgreSQL outage a request fails within these bounds
+    # (503 UNAVAILABLE with Retry-After) instead of hanging. Seconds to open a connection
+    # (libpq counts whole seconds), and to wait for a free pooled connection.
+    database_connect_timeout_seconds: float = Field(default=5.0, ge=1)
+    database_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # The HTTP server: timeouts and connection limits. A client that has not sent its
+    # request headers this long after connecting (or after the previous response) is
+    # disconnected, and one that has not sent the whole body this long after its headers.
+    http_header_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Open connections served at once; beyond it a connection is answered 503 with
+    # Retry-After. 0: min(10000, half the open-files limit, raised to its hard limit).
+    http_max_connections: int = Field(default=0, ge=0)
+
+    # Limits on what a request may ask. A body larger than max_request_bytes is refused
+    # before it is read (400 INVALID_ARGUMENT); text fields, filters and page tokens longer
+    # than their limit are refused naming the field and the limit.
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_prompt_chars: int = Field(default=100_000, ge=1)
+    max_title_chars: int = Field(default=1000, ge=1)
+    max_filter_chars: int = Field(default=2048, ge=1)
+    max_page_token_chars: int = Field(default=512, ge=64)
+    # Requests each API key may make per rolling minute (per server process); beyond it
+    # 429 RESOURCE_EXHAUSTED with Retry-After. 0: no limit.
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+
     # The model: any OpenAI-compatible Chat Completions endpoint. A provider preset fills
     # in the base URL and a default model; explicit values win.
     model_provider: ModelProvider | None = None
@@ -80,10 +107,23 @@ class Settings(BaseSettings):
 
     # Where agent commands run: "bubblewrap", or "unsandboxed" for development only.
     sandbox: SandboxKind = SandboxKind.BUBBLEWRAP
-    # When the server runs as root, commands run as this uid/gid (process limits do not
-    # apply to root).
-    sandbox_uid: int = 65534
-    sandbox_gid: int = 65534
+    # When the server runs as root (process limits do not apply to root), each running
+    # session's commands run as an unprivileged uid of their own from this range (the gid
+    # has the same number), so one session's processes never count against another's
+    # process limit. Pick uids no host user or subuid range uses (in a container with a
+    # user namespace: uids that are mapped).
+    sandbox_uid_first: int = Field(default=200_000, ge=1, le=2**32 - 2)
+    sandbox_uid_count: int = Field(default=1000, ge=1, le=1_000_000)
+    # A fixed uid/gid for every session's commands instead of the range (sessions then
+    # share one process limit); unset: the range. The gid defaults to the uid.
+    sandbox_uid: int | None = Field(default=None, ge=1, le=2**32 - 2)
+    sandbox_gid: int | None = Field(default=None, ge=1, le=2**32 - 2)
+    # The size of a session's work tree on disk, in MiB: a command that grows it past this
+    # is stopped, and the model is told to delete files.
+    workspace_max_mb: int = Field(default=3072, ge=1)
+    # The size of the sandbox's private /tmp (memory, in MiB); a write past it fails with
+    # "No space left on device".
+    sandbox_tmp_mb: int = Field(default=1024, ge=1)
     command_timeout_seconds: float = 600.0
     command_cpu_seconds: int = 600
     command_memory_bytes: int = 4 * 1024**3

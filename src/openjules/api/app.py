@@ -4,7 +4,9 @@ starts; the schema is migrated and the runner started by whoever composes the se
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -15,13 +17,26 @@ from starlette.responses import Response
 
 from openjules import __version__
 from openjules._errors import InvalidArgument
-from openjules.api import errors, responses, routes_activities, routes_sessions, routes_sources
+from openjules.api import (
+    errors,
+    openapi,
+    responses,
+    routes_activities,
+    routes_sessions,
+    routes_sources,
+)
+from openjules.api.body_limit import BodyLimit
 from openjules.api.discovery import discovery_document
 from openjules.api.json_bodies import JSONBodies
 from openjules.api.state import AppState, KeyCache
 from openjules.engine.runner import Runner
 from openjules.settings import Settings
-from openjules.store.database import Database
+from openjules.store.database import Database, unavailable
+
+log = logging.getLogger("openjules.api")
+# /readyz waits this long for the database to answer before reporting it unavailable
+# (a load balancer's probe typically times out after a few seconds).
+READINESS_TIMEOUT_S = 2.0
 
 
 def create_app(
@@ -34,7 +49,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = database or Database(settings.resolved_database_url(), echo=settings.database_echo)
+        db = database or Database.from_settings(settings)
         app.state.openjules = AppState(
             settings=settings,
             db=db,
@@ -56,15 +71,19 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
     )
+    app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(JSONBodies)
+    # Outside the body limit, so a browser can read that refusal too.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
-        max_age=3600,
+        max_age=errors.CORS_MAX_AGE_S,
     )
-    app.add_middleware(JSONBodies)
+    # Last, so its boundary is the outermost middleware and catches what any other raises.
     errors.install(app)
+    openapi.install(app, settings=settings)
     app.include_router(routes_sessions.router)
     app.include_router(routes_activities.router)
     app.include_router(routes_sources.router)
@@ -72,6 +91,17 @@ def create_app(
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
         return responses.JSONBytes(b'{"status":"ok"}')
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> Response:
+        """Ready when the database answers (``/healthz`` only says the process is up)."""
+        try:
+            async with asyncio.timeout(READINESS_TIMEOUT_S):
+                await AppState.of(request).db.ping()
+        except Exception as exc:  # any failure to answer means not ready
+            log.warning("readiness check failed: %r", exc)
+            raise unavailable(exc) from exc
+        return responses.JSONBytes(b'{"status":"ok","database":"ok"}')
 
     @app.get("/$discovery/rest", include_in_schema=False)
     async def discovery(request: Request, version: Annotated[str, Query()] = "v1alpha") -> Response:

@@ -1,4 +1,5 @@
-"""API-key authentication: ``X-Goog-Api-Key`` (any case) or the ``?key=`` parameter."""
+"""API-key authentication: ``X-Goog-Api-Key`` (any case) or the ``?key=`` parameter; each
+authenticated request counts against its key's rate limit (``api.rate_limit``)."""
 
 from __future__ import annotations
 
@@ -28,4 +29,6 @@ async def current_user(request: Request) -> User:
         if user is None:
             raise Unauthenticated(INVALID)
         state.key_cache.put(secret, user)
+    # Counted once authenticated: an unknown key is refused above and costs no allowance.
+    state.rate_limiter.check(secret)
     return user

@@ -9,30 +9,43 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openjules._errors import (
+    AlreadyExists,
     APIError,
     FieldViolation,
     Internal,
     InvalidArgument,
     MethodNotAllowed,
     NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
 )
 from openjules.api.responses import JSONBytes
+from openjules.store.database import DatabaseUnavailable, is_connection_failure, unavailable
 
 log = logging.getLogger("openjules.api")
 PROTO_PACKAGE = "type.googleapis.com/google.labs.jules.v1alpha"
 
+# How long browsers may cache a CORS preflight answer (the CORS middleware's max_age too).
+CORS_MAX_AGE_S = 3600
 # Which request field a route's body binds to, for error paths like 'session.prompt'.
 BODY_FIELD_BY_ROUTE = {"create_session": "session"}
 
 
 def envelope_response(error: APIError, *, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(error.envelope(), separators=(",", ":"), ensure_ascii=False)
-    return JSONBytes(body.encode(), status_code=error.http_code, headers=headers)
+    # A lone surrogate quoted from the request cannot be UTF-8: send it as a JSON escape.
+    return JSONBytes(
+        body.encode("utf-8", "backslashreplace"), status_code=error.http_code, headers=headers
+    )
 
 
 def _snake(name: str) -> str:
@@ -95,6 +108,52 @@ def retry_headers(error: APIError) -> dict[str, str] | None:
     return {"Retry-After": str(error.retry_after_seconds)}
 
 
+# Starlette raises HTTPException for what it rejects itself (an unparsable body, an
+# unknown path or method); each code gets the google.rpc status name Google sends for it.
+_ERROR_BY_HTTP_CODE: dict[int, type[APIError]] = {
+    400: InvalidArgument,
+    401: Unauthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    405: MethodNotAllowed,
+    409: AlreadyExists,
+    # Google answers an oversized payload with 400 INVALID_ARGUMENT, not 413.
+    413: InvalidArgument,
+    # An unsupported media type or unprocessable entity is a bad argument too.
+    415: InvalidArgument,
+    422: InvalidArgument,
+    429: ResourceExhausted,
+    501: MethodNotAllowed,
+    503: Unavailable,
+}
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Why Starlette's own 400 says "There was an error parsing the body": the body is not
+# JSON (or not UTF-8). Say what Google says for that.
+_BODY_PARSE_MESSAGE = "There was an error parsing the body"
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods this path supports, as ``Allow`` and the OpenAPI document name them.
+
+    Starlette names only the first route matching the path, so every route is asked.
+    Of the routes matching, a ``:verb`` route (``sessions/{id}:archive``) is preferred
+    over the plain path (``sessions/{id}``, which also matches ``0:archive`` as an id);
+    and routes hidden from the document (the catch-all for unknown verbs) count only
+    where no documented route matches.
+    """
+    matching: list[tuple[str, str, bool]] = []  # method, path format, documented
+    for route in iter_route_contexts(request.app.router.routes):
+        for method in METHODS:
+            if route.matches({**request.scope, "method": method})[0] is Match.FULL:
+                path = route.path_format or ""
+                matching.append((method, path, bool(getattr(route, "include_in_schema", False))))
+    verbs = [m for m in matching if m[2] and ":" in m[1]]
+    documented = [m for m in matching if m[2]]
+    methods = {method for method, _, _ in verbs or documented or matching}
+    return [m for m in METHODS if m in methods]
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
@@ -102,32 +161,90 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             NotFound(f"The requested URL {request.url.path} was not found on this server.")
         )
     if exc.status_code == 405:
-        # Starlette names only the first route matching the path; list every route's methods.
-        methods = [
-            m
-            for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
-            if any(
-                r.matches({**request.scope, "method": m})[0] is Match.FULL
-                for r in request.app.router.routes
-            )
-        ]
-        allow = ", ".join(methods) or (exc.headers or {}).get("Allow", "")
+        methods = allowed_methods(request)
+        if request.method == "OPTIONS" and methods:
+            return _options(methods)
+        fallback = (exc.headers or {}).get("Allow", "")
+        allow = ", ".join([*methods, "OPTIONS"]) if methods else fallback
         return envelope_response(
             MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}."),
             headers={"Allow": allow} if allow else None,
         )
-    error = APIError(str(exc.detail))
-    error.http_code = exc.status_code  # type: ignore[misc]
-    return envelope_response(error)
+    message = str(exc.detail)
+    if exc.status_code == 400 and message == _BODY_PARSE_MESSAGE:
+        message = "Invalid JSON payload received. The body is not valid UTF-8 JSON."
+    cls = _ERROR_BY_HTTP_CODE.get(exc.status_code)
+    if cls is None:
+        cls = InvalidArgument if 400 <= exc.status_code < 500 else Internal
+    return envelope_response(cls(message))
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return envelope_response(Internal("Internal error. The server log has the details."))
+class ErrorBoundary:
+    """Renders any exception that escapes the app as the envelope: 503 UNAVAILABLE with
+    Retry-After for a database outage, else 500 INTERNAL (logged once, with traceback).
+
+    A pure ASGI middleware inside Starlette's ServerErrorMiddleware that does not
+    re-raise, so uvicorn sees a finished response and keeps the connection open for the
+    client's next request. Only an exception after the response has started (nothing
+    more can be said in it) propagates, and uvicorn then rightly closes the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            if started:
+                raise
+            error = _error_for(scope, exc)
+            response = envelope_response(error, headers=retry_headers(error))
+            await response(scope, receive, send)
+
+
+def _error_for(scope: Scope, exc: Exception) -> APIError:
+    where = f"{scope.get('method')} {scope.get('path')}"
+    if is_connection_failure(exc):
+        log.warning("database unavailable on %s: %s", where, exc)
+        return exc if isinstance(exc, DatabaseUnavailable) else unavailable(exc)
+    log.error("unhandled error on %s", where, exc_info=exc)
+    return Internal("Internal error. The server log has the details.")
+
+
+def _options(methods: list[str]) -> Response:
+    """What a CORS-aware server answers to a plain ``OPTIONS`` (a CORS preflight, with
+    ``Access-Control-Request-Method``, is answered earlier by the CORS middleware)."""
+    allow = ", ".join([*methods, "OPTIONS"])
+    return Response(
+        status_code=204,
+        headers={
+            "Allow": allow,
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": allow,
+            "Access-Control-Allow-Headers": "*",
+            "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+        },
+    )
 
 
 def install(app: FastAPI) -> None:
+    """Exception handlers for what the routes raise, and the boundary that turns any
+    other exception into an envelope. No handler is registered for ``Exception``:
+    Starlette runs that one in ServerErrorMiddleware, which re-raises after answering,
+    and uvicorn then drops the keep-alive connection."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(ErrorBoundary)

@@ -12,12 +12,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from openjules._errors import InvalidArgument
+from openjules._errors import FieldViolation, InvalidArgument
 from openjules._types import State
 from openjules.store.clock import parse_timestamp_ns
 from openjules.store.query import Condition, Filter, Op
 
+# Bounds on what one filter may ask, checked while it is read, before any parsing: the
+# parser recurses once per parenthesis, and each comparison becomes SQL (SQLite refuses
+# an expression tree deeper than 1000; a DNF of MAX_GROUPS groups of MAX_TERMS stays far
+# below it).
 MAX_GROUPS = 64
+MAX_TERMS = 64
+MAX_DEPTH = 16
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<lparen>\() | (?P<rparen>\)) |
@@ -86,6 +92,7 @@ class _Parser:
     def _tokenize(self, text: str) -> list[tuple[str, str]]:
         tokens: list[tuple[str, str]] = []
         pos = 0
+        depth = terms = 0
         while pos < len(text):
             if text[pos:].strip() == "":
                 break
@@ -98,12 +105,23 @@ class _Parser:
             value = match.group(kind)
             if kind == "quoted":
                 value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            elif kind == "lparen":
+                depth += 1
+                if depth > MAX_DEPTH:
+                    self._fail(f"parentheses nest deeper than the limit of {MAX_DEPTH} levels")
+            elif kind == "rparen":
+                depth -= 1
+            elif kind == "op":
+                terms += 1
+                if terms > MAX_TERMS:
+                    self._fail(f"more comparisons than the limit of {MAX_TERMS}")
             tokens.append((kind, value))
             pos = match.end()
         return tokens
 
     def _fail(self, reason: str) -> NoReturn:
-        raise InvalidArgument(f"Invalid filter: {reason}.")
+        message = f"Invalid filter: {reason}."
+        raise InvalidArgument(message, field_violations=[FieldViolation("filter", message)])
 
     def _peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -129,7 +147,7 @@ class _Parser:
             self.pos += 1
             groups = groups + self._and()
             if len(groups) > MAX_GROUPS:
-                self._fail("expression too complex")
+                self._fail(f"more than the limit of {MAX_GROUPS} alternatives once expanded")
         return groups
 
     def _and(self) -> list[tuple[Condition, ...]]:
@@ -140,7 +158,7 @@ class _Parser:
             right = self._term()
             groups = [a + b for a in groups for b in right]
             if len(groups) > MAX_GROUPS:
-                self._fail("expression too complex")
+                self._fail(f"more than the limit of {MAX_GROUPS} alternatives once expanded")
         return groups
 
     def _term(self) -> list[tuple[Condition, ...]]:

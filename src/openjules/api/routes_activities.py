@@ -12,13 +12,15 @@ from openjules._types import Activity, ListActivitiesResponse
 from openjules.api import pagination, responses
 from openjules.api.auth import current_user
 from openjules.api.filters import ACTIVITY_FIELDS, parse_filter
+from openjules.api.limits import checked_request
 from openjules.api.state import AppState
 from openjules.store import activities, sessions
 from openjules.store.clock import parse_timestamp_ns
 from openjules.store.query import Condition, Filter, Op
 from openjules.store.users import User
 
-router = APIRouter(prefix="/v1alpha")
+# Every text a request brings is checked before the route sees it (api.limits).
+router = APIRouter(prefix="/v1alpha", dependencies=[Depends(checked_request)])
 CurrentUser = Annotated[User, Depends(current_user)]
 
 
@@ -58,9 +60,12 @@ async def list_activities(
         records, token = await activities.list_page(
             conn, session_id=session_id, flt=flt, page_size=size, after_ns=after
         )
-    return responses.list_body(
-        key="activities", items=[r.render() for r in records], next_page_token=token
-    )
+    rendered = [r.render() for r in records]
+    keep = pagination.fitting([len(item) for item in rendered])
+    if keep < len(records):
+        # The token format list_page uses: the next item's time in nanoseconds.
+        token = str(records[keep].create_time * 1000)
+    return responses.list_body(key="activities", items=rendered[:keep], next_page_token=token)
 
 
 @router.get(

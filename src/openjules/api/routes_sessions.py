@@ -21,6 +21,7 @@ from openjules._types import (
 from openjules.api import pagination, responses
 from openjules.api.auth import current_user
 from openjules.api.filters import SESSION_FIELDS, parse_filter
+from openjules.api.limits import checked_request
 from openjules.api.session_wire import render_session
 from openjules.api.state import AppState
 from openjules.store import plans, sessions, transitions
@@ -28,7 +29,8 @@ from openjules.store.activities import NewActivity
 from openjules.store.transitions import Event
 from openjules.store.users import User
 
-router = APIRouter(prefix="/v1alpha")
+# Every text a request brings is checked before the route sees it (api.limits).
+router = APIRouter(prefix="/v1alpha", dependencies=[Depends(checked_request)])
 CurrentUser = Annotated[User, Depends(current_user)]
 EMPTY_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/json": {"example": {}}}}
@@ -71,8 +73,15 @@ async def list_sessions(
             page_size=size,
             page_token=query.page_token,
         )
-    rendered = [render_session(r, base_url=state.public_base_url) for r in page]
-    return responses.wire(ListSessionsResponse(sessions=rendered, next_page_token=next_token))
+    rendered = [render_session(r, base_url=state.public_base_url).to_json() for r in page]
+    keep = pagination.fitting([len(item) for item in rendered])
+    if keep < len(page):
+        next_token = sessions.encode_cursor(page[keep].create_time, page[keep].id)
+    return responses.list_body(
+        key="sessions",
+        items=[item.decode() for item in rendered[:keep]],
+        next_page_token=next_token,
+    )
 
 
 @router.get(

@@ -12,11 +12,13 @@ from openjules._types import ListSourcesResponse, Source
 from openjules.api import pagination, responses
 from openjules.api.auth import current_user
 from openjules.api.filters import SOURCE_FIELDS, parse_filter
+from openjules.api.limits import checked_request
 from openjules.api.state import AppState
 from openjules.store import sources
 from openjules.store.users import User
 
-router = APIRouter(prefix="/v1alpha")
+# Every text a request brings is checked before the route sees it (api.limits).
+router = APIRouter(prefix="/v1alpha", dependencies=[Depends(checked_request)])
 CurrentUser = Annotated[User, Depends(current_user)]
 
 

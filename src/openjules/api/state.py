@@ -1,4 +1,5 @@
-"""What a running app holds: settings, the database and a short-lived key cache."""
+"""What a running app holds: settings, the database, a short-lived key cache and the
+per-key request counts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from openjules.api.rate_limit import RateLimiter
 from openjules.engine.runner import Runner
 from openjules.settings import Settings
 from openjules.store.database import Database
@@ -52,6 +54,11 @@ class AppState:
     key_cache: KeyCache = field(default_factory=lambda: KeyCache(0))
     # Told about enqueued and stopped sessions; None when only other processes run them.
     runner: Runner | None = None
+    # Requests per API key per minute (settings.rate_limit_per_minute), this process's count.
+    rate_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limiter = RateLimiter(per_minute=self.settings.rate_limit_per_minute)
 
     async def wake(self, session_id: str) -> None:
         """A job was enqueued: let a worker claim it now instead of at its next poll."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from openjules import __version__
+from openjules.cli.backup import backup, restore
 from openjules.cli.keys import keys
 from openjules.cli.serve import serve
 from openjules.cli.sources import sources
@@ -21,6 +22,8 @@ cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(sources)
 cli.add_command(worker)
+cli.add_command(backup)
+cli.add_command(restore)
 
 
 def main() -> None:

@@ -15,12 +15,13 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from openjules.store import jobs
-from openjules.store.database import Database
+from openjules.store.database import Database, is_connection_failure
 from openjules.store.jobs import Lease, LeaseStatus
 
 log = logging.getLogger("openjules.runner")
@@ -28,6 +29,37 @@ log = logging.getLogger("openjules.runner")
 SessionWork = Callable[[str], Coroutine[Any, Any, None]]
 # Called when work keeps raising: ends the session with a reason instead of retrying forever.
 GiveUp = Callable[[str, str], Coroutine[Any, Any, None]]
+
+
+# The longest a worker waits between attempts while the database is unreachable.
+MAX_BACKOFF_S = 5.0
+
+
+class OutageLog:
+    """One warning when the database becomes unreachable and one when it answers again,
+    however many workers, polls and heartbeats fail in between."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._since: float | None = None
+
+    def failed(self, exc: BaseException, *, doing: str) -> None:
+        if self._since is not None:
+            return
+        self._since = time.monotonic()
+        cause = exc.__cause__ or exc
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        self._log.warning(
+            "the database is unavailable (%s, while %s); the workers retry until it is back",
+            first_line,
+            doing,
+        )
+
+    def recovered(self) -> None:
+        if self._since is None:
+            return
+        self._log.warning("the database is back after %.1f s", time.monotonic() - self._since)
+        self._since = None
 
 
 def worker_identity() -> str:
@@ -65,6 +97,13 @@ class LocalRunner:
         # because the session no longer wants it (as opposed to a lost lease or a stop).
         self._running: dict[str, asyncio.Task[None]] = {}
         self._unwanted: set[str] = set()
+        # Claims of this process, one at a time (see ``_claim``); submissions so far, and
+        # how many there had been (and when) a worker last looked and found nothing to run.
+        self._claiming = asyncio.Lock()
+        self._submissions = 0
+        self._found_nothing_at = -1
+        self._found_nothing_time = 0.0
+        self._outage = OutageLog(log)
 
     async def start(self) -> None:
         self._stopping = False
@@ -85,6 +124,7 @@ class LocalRunner:
         self._tasks = []
 
     async def submit(self, session_id: str) -> None:
+        self._submissions += 1
         self._wake.set()
 
     async def cancel(self, session_id: str) -> None:
@@ -94,28 +134,72 @@ class LocalRunner:
             work.cancel()
 
     async def _worker(self, owner: str) -> None:
+        failures = 0
+        woken = False
         while not self._stopping:
+            submissions = self._submissions
             try:
-                async with self.db.write() as conn:
-                    lease = await jobs.claim(conn, owner=owner, lease_us=self.lease_us)
+                lease = await self._claim(owner, woken=woken)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("claiming a job failed; retrying")
-                lease = None
-            if lease is None:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            except Exception as exc:
+                failures += 1
+                self._report(exc, "claiming a job")
+                # Not a tight loop while the database is away: 0.5 s, 1 s, 2 s, … 5 s.
+                await asyncio.sleep(min(self.poll_seconds * 2 ** (failures - 1), MAX_BACKOFF_S))
                 continue
+            failures = 0
+            self._outage.recovered()
+            if lease is None:
+                woken = self._submissions != submissions
+                if not woken:  # no session was submitted meanwhile: wait for one
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                        woken = True
+                    except TimeoutError:
+                        woken = False
+                continue
+            woken = False
             try:
                 await self._run(lease)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # E.g. the database was briefly unreachable while releasing the job: the
-                # lease expires and the job is reclaimed; this worker keeps going.
-                log.exception("releasing the job of session %s failed", lease.session_id)
+            except Exception as exc:
+                # E.g. the database was unreachable while releasing the job: the lease
+                # expires and the job is reclaimed; this worker keeps going.
+                self._report(exc, f"releasing the job of session {lease.session_id}")
+
+    async def _claim(self, owner: str, *, woken: bool) -> Lease | None:
+        """Claim a job if there is one, taking the write lock only when there is.
+
+        The workers of this process claim one at a time, and a worker does not look
+        again when another has just found nothing (since the last submission, and for a
+        worker that polls, less than half a poll interval ago). So a burst of creates
+        costs about one read and one write per session, not one write per session and
+        idle worker, and idle workers poll with a few reads a second, not 2 per worker.
+        """
+        async with self._claiming:
+            if self._submissions == self._found_nothing_at and (
+                woken or time.monotonic() - self._found_nothing_time < self.poll_seconds / 2
+            ):
+                return None
+            submissions = self._submissions
+            async with self.db.read() as conn:
+                runnable = await jobs.any_runnable(conn)
+            if not runnable:
+                self._found_nothing_at = submissions
+                self._found_nothing_time = time.monotonic()
+                return None
+            async with self.db.write() as conn:
+                return await jobs.claim(conn, owner=owner, lease_us=self.lease_us)
+
+    def _report(self, exc: Exception, doing: str) -> None:
+        """Log a failure: once per outage if the database is unreachable, else in full."""
+        if is_connection_failure(exc):
+            self._outage.failed(exc, doing=doing)
+        else:
+            log.error("%s failed", doing, exc_info=exc)
 
     async def _run(self, lease: Lease) -> None:
         sid = lease.session_id
@@ -133,7 +217,10 @@ class LocalRunner:
                 return
             log.info("session %s is no longer runnable; work stopped", sid)
         except Exception as exc:
-            await self._failed(lease, exc)
+            if is_connection_failure(exc):
+                await self._outage_stopped(lease, exc)
+            else:
+                await self._failed(lease, exc)
             return
         finally:
             self._running.pop(sid, None)
@@ -145,6 +232,16 @@ class LocalRunner:
             # If the session was enqueued again meanwhile, the job is ready again and the
             # next claim (by any worker) runs it.
             await jobs.finish(conn, lease=lease)
+
+    async def _outage_stopped(self, lease: Lease, exc: Exception) -> None:
+        """The work stopped because the database went away: not the session's fault, so
+        the attempt does not count. If the job cannot be given back either, its lease
+        expires and it is claimed again once the database is back."""
+        self._outage.failed(exc, doing=f"running session {lease.session_id}")
+        async with self.db.write() as conn:
+            await jobs.release_for_retry(
+                conn, lease=lease, delay_us=self.retry_delay_us, count_attempt=False
+            )
 
     async def _failed(self, lease: Lease, exc: Exception) -> None:
         """The work raised: retry later, or give the session up after too many attempts."""
@@ -164,8 +261,8 @@ class LocalRunner:
             try:
                 async with self.db.write() as conn:
                     status = await jobs.renew(conn, lease=lease, lease_us=self.lease_us)
-            except Exception:
-                log.exception("renewing the lease on %s failed", lease.session_id)
+            except Exception as exc:
+                self._report(exc, f"renewing the lease on {lease.session_id}")
                 continue
             if status is LeaseStatus.HELD:
                 continue

@@ -9,6 +9,7 @@ run. ``openjules serve``, ``openjules worker`` and the test kit all start it thi
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from types import TracebackType
 from typing import Self
 
@@ -16,6 +17,7 @@ from openjules.engine.local_runner import LocalRunner
 from openjules.engine.runner import Runner
 from openjules.engine.session_work import SessionWorker
 from openjules.settings import RunnerKind, Settings
+from openjules.store.backup import keep_open
 from openjules.store.database import Database
 from openjules.timing import ObserverFactory
 
@@ -49,20 +51,27 @@ class EngineService:
     ) -> None:
         self.settings = settings
         self.workers = settings.workers if workers is None else workers
-        self.db = Database(settings.resolved_database_url(), echo=settings.database_echo)
+        self.db = Database.from_settings(settings)
         self.worker = SessionWorker(settings=settings, db=self.db, observe=observe)
         self.runner: Runner = RUNNERS[RunnerKind(settings.runner)](
             settings=settings, db=self.db, worker=self.worker, workers=self.workers
         )
+        self._held = ExitStack()
 
     async def start(self) -> None:
+        # While the engine runs, `openjules restore` must see the database in use, even
+        # when no pooled connection happens to be open (an idle server has none).
+        self._held.enter_context(keep_open(self.settings.resolved_database_url()))
         await self.runner.start()
 
     async def stop(self) -> None:
         try:
             await self.runner.stop()
         finally:
-            await self.db.dispose()
+            try:
+                await self.db.dispose()
+            finally:
+                self._held.close()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -2,9 +2,10 @@
 idempotent: it reads everything from the database, rebuilds the workspace from the base
 commit plus the last checkpoint, and continues the transcript from the last recorded step.
 
-A run goes: load the facts → prepare the workspace (and the source's setup script) → let
-the agent work until the session waits, fails or finishes → on finish, deliver the
-changes (AUTO_CREATE_PR) and complete → clean up.
+A run goes: load the facts → take the session's sandbox (on a root server, a uid of its
+own for this run) → prepare the workspace (and the source's setup script) → let the agent
+work until the session waits, fails or finishes → on finish, deliver the changes
+(AUTO_CREATE_PR) and complete → clean up.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from openjules.engine.forge.push import Author
 from openjules.engine.git import GitError, HttpAuth, redact_url
 from openjules.engine.journal import DatabaseJournal, fail_session
 from openjules.engine.model import NOT_CONFIGURED, Model, ModelConfig, model_config
-from openjules.engine.sandbox import Sandbox, SandboxUnavailable, sandbox_from_settings
+from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox, tree_bytes
+from openjules.engine.sandbox.disk import MIB, megabytes
 from openjules.engine.tools.base import ToolContext
 from openjules.engine.workspace import (
     Workspace,
@@ -86,12 +88,21 @@ class SessionWorker:
             await self._fail(session_id, NOT_CONFIGURED)
             return
         try:
-            sandbox = sandbox_from_settings(self.settings)
+            async with session_sandbox(self.settings) as sandbox:
+                await self._run_in(session_id, facts, sandbox=sandbox, config=config)
+        except SandboxUnavailable as exc:
+            await self._fail(session_id, str(exc))
+
+    async def _run_in(
+        self, session_id: str, facts: RunFacts, *, sandbox: Sandbox, config: ModelConfig
+    ) -> None:
+        try:
             workspace, base = await self._workspace(session_id, facts, sandbox)
-        except (GitError, SandboxUnavailable) as exc:
+        except GitError as exc:
             await self._fail(session_id, str(exc))
             return
         try:
+            await self._check_size(workspace)
             await self._run_setup(sandbox, workspace, facts)
             await self._work(
                 session_id, facts, sandbox=sandbox, workspace=workspace, base=base, config=config
@@ -261,6 +272,18 @@ class SessionWorker:
         except (GitError, OSError) as exc:  # only an optimisation: the next clone is slower
             log.warning("could not prepare a spare tree of %s: %s", source.name, exc)
 
+    async def _check_size(self, workspace: Workspace) -> None:
+        """A tree over its limit as the run starts (its checkpoint is that large, or the
+        limit was lowered) leaves the agent no room to work."""
+        limit = self.settings.workspace_max_mb * MIB
+        used = await asyncio.to_thread(tree_bytes, workspace.tree)
+        if used > limit:
+            raise SetupFailed(
+                f"The session's workspace is {megabytes(used)} MB, over its limit of "
+                f"{megabytes(limit)} MB (OPENJULES_WORKSPACE_MAX_MB), so the session cannot "
+                "go on."
+            )
+
     async def _run_setup(self, sandbox: Sandbox, workspace: Workspace, facts: RunFacts) -> None:
         script = facts.source.setup_script if facts.source else None
         if not script:
@@ -271,6 +294,13 @@ class SessionWorker:
             network=bool(facts.source and facts.source.network_allowed),
             ro_binds=workspace.sandbox_binds(),
         )
+        if result.workspace_over is not None:
+            over = result.workspace_over
+            raise SetupFailed(
+                "The source's setup script made the workspace larger than its limit of "
+                f"{megabytes(over.limit_bytes)} MB (now {megabytes(over.used_bytes)} MB; "
+                "OPENJULES_WORKSPACE_MAX_MB)."
+            )
         if result.exit_code != 0:
             tail = result.output.strip().splitlines()[-5:]
             raise SetupFailed(
@@ -324,7 +354,7 @@ class SessionWorker:
 
 
 class SetupFailed(RuntimeError):
-    pass
+    """The run cannot start: the message is the session's failure reason."""
 
 
 async def _to_the_end(work: Awaitable[T]) -> T:

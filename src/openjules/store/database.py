@@ -1,20 +1,75 @@
-"""Engine setup and transactions for SQLite (embedded default) and PostgreSQL."""
+"""Engine setup and transactions for SQLite (embedded default) and PostgreSQL.
+
+Two promises to the callers of ``read()`` and ``write()``:
+
+- On SQLite, writes of this process never fail with "database is locked": they take
+  turns on one fair, asynchronous lock (a queue in the event loop) before they open a
+  transaction, so at most one connection of the process ever waits on SQLite's own lock.
+  SQLite's busy timeout is left as the backstop for writers in *other* processes (an
+  ``openjules worker`` beside the server, the CLI).
+- A database that cannot be reached (a connection-class failure: refused, dropped,
+  timed out, no pooled connection free) raises ``DatabaseUnavailable``, which the API
+  answers with 503 UNAVAILABLE and Retry-After; anything else (an integrity or data
+  error, a bug) propagates unchanged. Getting a connection is retried once, since
+  nothing of the caller's work has been sent yet; a statement or a commit never is.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from openjules._errors import Unavailable
 from openjules.timing import Part, span
 
+if TYPE_CHECKING:
+    from openjules.settings import Settings
+
+log = logging.getLogger("openjules.store")
+
+# How long a write waits for SQLite's lock held by another process before it fails.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A WAL file past this size is checkpointed and truncated after the write that grew it:
+# readers that always overlap could otherwise keep the WAL from ever starting over.
+SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_POOL_TIMEOUT_S = 5.0
+# What a client of the API is told to wait before trying again during an outage.
+RETRY_AFTER_S = 5
+UNAVAILABLE_MESSAGE = "The database is unavailable. Try again later."
+# A second attempt at a connection waits this long: a server that is restarting or a
+# pooled connection that just died usually needs a moment, not a hammering.
+RECONNECT_PAUSE_S = 0.2
+
+# Enough pooled connections for the server's concurrency: an overflow connection is
+# closed on return, and reopening one (thread, file, pragmas) costs milliseconds.
+POOL_SIZE = 20
+
+# SQLite errors that say the file cannot be used right now, rather than that the
+# statement is wrong (e.g. "no such table", "Expression tree is too large": bugs, 500).
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "unable to open database file",
+    "disk i/o error",
+    "database or disk is full",
+)
+# SQLSTATE prefixes of PostgreSQL errors about the connection or the server's state
+# (08 connection exception, 53 insufficient resources, 57P0x shutting down / starting
+# up). A psycopg OperationalError without SQLSTATE was raised by the client: connection
+# refused, lost or timed out.
+_POSTGRES_UNAVAILABLE = ("08", "53", "57P")
 
 
 class DatabaseUnavailable(Unavailable):
@@ -22,40 +77,146 @@ class DatabaseUnavailable(Unavailable):
     API answers 503 UNAVAILABLE with Retry-After, never 500."""
 
 
+def is_connection_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the database cannot be reached or used
+    right now, so that trying again later can succeed."""
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, sa_exc.TimeoutError):  # no pooled connection came free
+            return True
+        if isinstance(current, psycopg.InterfaceError):  # "the connection is closed"
+            return True
+        if isinstance(current, psycopg.OperationalError):
+            state = current.sqlstate
+            return state is None or state.startswith(_POSTGRES_UNAVAILABLE)
+        if isinstance(current, sqlite3.OperationalError):
+            return str(current).lower().startswith(_SQLITE_UNAVAILABLE)
+        if isinstance(current, ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
+            current = current.orig
+            continue
+        current = current.__cause__
+    return False
+
+
+def unavailable(cause: BaseException | None = None) -> DatabaseUnavailable:
+    error = DatabaseUnavailable(UNAVAILABLE_MESSAGE, retry_after_seconds=RETRY_AFTER_S)
+    error.__cause__ = cause
+    return error
+
+
 class Database:
     """Two engines on one database: autocommit reads and transactional writes.
 
     Reads run in autocommit mode, each statement on its own snapshot, with no
     BEGIN/COMMIT/ROLLBACK round trips (through aiosqlite each costs a thread hand-off).
-    ``write()`` takes SQLite's write lock up front (``BEGIN IMMEDIATE``): two deferred
-    transactions that both upgrade to writers would otherwise fail with SQLITE_BUSY
-    instead of waiting on the busy timeout.
+    On SQLite that also keeps every read snapshot as short as one statement (results are
+    fetched whole), so readers never hold the WAL back for long.
+
+    ``write()`` on SQLite first waits its turn on the process's writer lock, then takes
+    SQLite's write lock up front (``BEGIN IMMEDIATE``): two deferred transactions that
+    both upgrade to writers would fail with SQLITE_BUSY instead of waiting. One Database
+    serves a whole server process (the API and the engine share it); a second one in
+    the same process (the test kit's one-shot writes) meets it on SQLite's busy timeout,
+    as another process would.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_S,
+        pool_timeout_seconds: float = DEFAULT_POOL_TIMEOUT_S,
+    ) -> None:
         self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        self.engine: AsyncEngine = _create_engine(
-            url, echo=echo, is_sqlite=self.is_sqlite, autocommit=False
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        options = _EngineOptions(
+            echo=echo,
+            is_sqlite=self.is_sqlite,
+            connect_timeout_seconds=connect_timeout_seconds,
+            pool_timeout_seconds=pool_timeout_seconds,
         )
-        self.read_engine: AsyncEngine = _create_engine(
-            url, echo=echo, is_sqlite=self.is_sqlite, autocommit=True
+        self.engine: AsyncEngine = _create_engine(url, options=options, autocommit=False)
+        self.read_engine: AsyncEngine = _create_engine(url, options=options, autocommit=True)
+        # FIFO: a writer that waits is served before any writer that comes later.
+        self._write_turn = asyncio.Lock()
+        self._writer: asyncio.Task[Any] | None = None
+        self._wal_path: Path | None = None
+        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
+            self._wal_path = Path(f"{parsed.database}-wal")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(
+            settings.resolved_database_url(),
+            echo=settings.database_echo,
+            connect_timeout_seconds=settings.database_connect_timeout_seconds,
+            pool_timeout_seconds=settings.database_pool_timeout_seconds,
         )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        with span(Part.DATABASE):
-            async with self.read_engine.connect() as conn:
+        with span(Part.DATABASE), _translated():
+            async with _connected(self.read_engine) as conn:
                 yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        with span(Part.DATABASE):
-            async with self.engine.connect() as conn:
-                if self.is_sqlite:
-                    await conn.execution_options(sqlite_immediate=True)
+        with span(Part.DATABASE), _translated():
+            if not self.is_sqlite:
+                async with _connected(self.engine) as conn, conn.begin():
+                    yield conn
+                return
+            async with self._sqlite_turn(), _connected(self.engine) as conn:
+                await conn.execution_options(sqlite_immediate=True)
                 async with conn.begin():
                     yield conn
+                await self._bound_wal()
+
+    @asynccontextmanager
+    async def _sqlite_turn(self) -> AsyncIterator[None]:
+        current = asyncio.current_task()
+        if self._writer is not None and self._writer is current:
+            # It would wait for itself forever: a bug to surface at once.
+            raise RuntimeError("a write transaction was opened inside another one")
+        async with self._write_turn:
+            self._writer = current
+            try:
+                yield
+            finally:
+                self._writer = None
+
+    async def _bound_wal(self) -> None:
+        """Checkpoint and truncate an oversized WAL, between transactions and still in
+        this writer's turn (so no writer of the process waits behind it longer than one
+        checkpoint). Readers in flight are waited for, up to the busy timeout."""
+        if self._wal_path is None:
+            return
+        try:
+            size = self._wal_path.stat().st_size
+        except OSError:
+            return
+        if size <= SQLITE_WAL_LIMIT_BYTES:
+            return
+        try:
+            # On a connection with no statement open (the writer's still has its own).
+            async with self.read_engine.connect() as conn:
+                result = await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy = result.scalar()
+        except sa_exc.DBAPIError as exc:
+            log.warning("checkpointing the WAL (%d bytes) failed: %s", size, exc)
+            return
+        if busy:
+            log.info("the WAL (%d bytes) could not be truncated yet: readers in flight", size)
 
     async def ping(self) -> None:
         """Raise ``DatabaseUnavailable`` unless the database answers a trivial query."""
@@ -67,6 +228,36 @@ class Database:
         await self.read_engine.dispose()
 
 
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Connection-class failures become ``DatabaseUnavailable``; the rest propagate."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:
+        if is_connection_failure(exc):
+            raise unavailable(exc) from exc
+        raise
+
+
+@asynccontextmanager
+async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection, a second time on a fresh one if the first attempt cannot connect
+    (nothing has been sent yet, so trying again is safe for a write too)."""
+    try:
+        conn = await engine.connect()
+    except Exception as exc:
+        if not is_connection_failure(exc):
+            raise
+        await asyncio.sleep(RECONNECT_PAUSE_S)
+        conn = await engine.connect()
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 def ensure_sqlite_directory(url: str) -> None:
     """SQLite creates the file but not its directory."""
     parsed = make_url(url)
@@ -74,23 +265,47 @@ def ensure_sqlite_directory(url: str) -> None:
         Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
 
 
-# Enough pooled connections for the server's concurrency: an overflow connection is
-# closed on return, and reopening one (thread, file, pragmas) costs milliseconds.
-POOL_SIZE = 20
+@dataclass(frozen=True, kw_only=True)
+class _EngineOptions:
+    echo: bool
+    is_sqlite: bool
+    connect_timeout_seconds: float
+    pool_timeout_seconds: float
 
 
-def _create_engine(url: str, *, echo: bool, is_sqlite: bool, autocommit: bool) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"echo": echo, "pool_size": POOL_SIZE, "max_overflow": 20}
+def _create_engine(url: str, *, options: _EngineOptions, autocommit: bool) -> AsyncEngine:
+    kwargs: dict[str, Any] = {
+        "echo": options.echo,
+        "pool_size": POOL_SIZE,
+        "max_overflow": 20,
+        # A request waits this long for a pooled connection, not SQLAlchemy's 30 s.
+        "pool_timeout": options.pool_timeout_seconds,
+    }
     if autocommit:
         kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
-    if is_sqlite:
+    if options.is_sqlite:
         ensure_sqlite_directory(url)
     else:
         kwargs["pool_pre_ping"] = True
+        kwargs["connect_args"] = _postgres_connect_args(options.connect_timeout_seconds)
     engine = create_async_engine(url, **kwargs)
-    if is_sqlite:
+    if options.is_sqlite:
         _configure_sqlite(engine, autocommit=autocommit)
     return engine
+
+
+def _postgres_connect_args(connect_timeout_seconds: float) -> dict[str, Any]:
+    return {
+        # libpq counts whole seconds; an unreachable server fails fast, not after the
+        # operating system's TCP timeout of minutes.
+        "connect_timeout": max(1, round(connect_timeout_seconds)),
+        # A server that vanished without closing the connection is noticed within
+        # about 10 + 3 * 5 seconds instead of never.
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+    }
 
 
 def _configure_sqlite(engine: AsyncEngine, *, autocommit: bool) -> None:
@@ -101,8 +316,9 @@ def _configure_sqlite(engine: AsyncEngine, *, autocommit: bool) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: setting the journal mode may itself wait for a lock.
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._types import State
@@ -71,6 +71,22 @@ class Lease:
     attempts: int
 
 
+def _runnable(now: int) -> ColumnElement[bool]:
+    """Ready and due, or leased with an expired lease (its worker died)."""
+    j = tables.jobs.c
+    return or_(
+        and_(j.state == JobState.READY, j.available_time <= now),
+        and_(j.state == JobState.LEASED, j.lease_expire_time < now),
+    )
+
+
+async def any_runnable(conn: AsyncConnection) -> bool:
+    """Whether some job could be claimed now: a read, so that idle workers polling do not
+    take the write lock (on SQLite, one for the whole database) only to find nothing."""
+    found = await conn.execute(select(tables.jobs.c.session_id).where(_runnable(now_us())).limit(1))
+    return found.first() is not None
+
+
 async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | None:
     """Take the oldest runnable job: ready and due, or leased with an expired lease.
 
@@ -79,10 +95,7 @@ async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | 
     """
     now = now_us()
     j = tables.jobs.c
-    runnable = or_(
-        and_(j.state == JobState.READY, j.available_time <= now),
-        and_(j.state == JobState.LEASED, j.lease_expire_time < now),
-    )
+    runnable = _runnable(now)
     candidate = select(j.session_id).where(runnable).order_by(j.available_time).limit(1)
     if conn.dialect.name == "postgresql":
         candidate = candidate.with_for_update(skip_locked=True)
@@ -161,16 +174,24 @@ async def finish(conn: AsyncConnection, *, lease: Lease) -> bool:
     return True
 
 
-async def release_for_retry(conn: AsyncConnection, *, lease: Lease, delay_us: int) -> None:
-    """Give the job back after a crash of the work itself, to be retried after a delay."""
+async def release_for_retry(
+    conn: AsyncConnection, *, lease: Lease, delay_us: int, count_attempt: bool = True
+) -> None:
+    """Give the job back after a crash of the work itself, to be retried after a delay.
+    ``count_attempt=False`` when the session is not to blame (the database was
+    unreachable): the attempt taken by the claim is given back, so an outage never uses
+    up the attempts after which the session is given up."""
     j = tables.jobs.c
+    values: dict[str, object] = {
+        "state": JobState.READY,
+        "lease_owner": None,
+        "lease_expire_time": None,
+        "available_time": now_us() + delay_us,
+    }
+    if not count_attempt:
+        values["attempts"] = j.attempts - 1
     await conn.execute(
         update(tables.jobs)
         .where(j.session_id == lease.session_id, j.lease_owner == lease.owner)
-        .values(
-            state=JobState.READY,
-            lease_owner=None,
-            lease_expire_time=None,
-            available_time=now_us() + delay_us,
-        )
+        .values(**values)
     )

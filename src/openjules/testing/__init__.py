@@ -18,6 +18,7 @@ from openjules.testing.server import (
     register_github_source,
     register_source,
 )
+from openjules.testing.tcp_proxy import TcpProxy as TcpProxy  # a TCP link that can be cut
 
 __all__ = [
     "FakeGitHub",

@@ -10,12 +10,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Self
 
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.types import ASGIApp
 
 from openjules.engine.repository import GITHUB_PREFIX, read_source
-from openjules.server import Uvicorn, bind, composed_app
+from openjules.server import Uvicorn, bind, composed_app, uvicorn_config
 from openjules.settings import Settings
 from openjules.store import sources, users
 from openjules.store.oneshot import run_write
@@ -36,6 +35,8 @@ class ThreadedUvicorn:
 
     ``app_factory(port)`` builds a plain app; ``app_context(port)`` instead yields an app
     with whatever must run around it (openjules' engine) for as long as it is served.
+    It is served as ``openjules serve`` serves (``openjules.server.uvicorn_config``) with
+    ``settings``' HTTP timeouts and connection limits (default: the defaults).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class ThreadedUvicorn:
         *,
         name: str,
         app_context: AppContext | None = None,
+        settings: Settings | None = None,
     ) -> None:
         if app_context is None:
             assert app_factory is not None, "give app_factory or app_context"
@@ -53,6 +55,7 @@ class ThreadedUvicorn:
                 return _plain(factory(port))
 
         self._context = app_context
+        self._settings = settings
         self._socket = bind("127.0.0.1", 0)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -69,7 +72,9 @@ class ThreadedUvicorn:
 
     async def _serve(self) -> None:
         async with self._context(self.port) as app:
-            config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+            # The fakes: the defaults, whatever the environment says to the server under test.
+            settings = self._settings or Settings.model_construct()
+            config = uvicorn_config(app, settings=settings, log_level="warning")
             self._server = Uvicorn(config, on_listening=self._listening.set)
             await self._server.serve(sockets=[self._socket])
 
@@ -123,7 +128,9 @@ class LiveServer(BackgroundServer):
     """
 
     def __init__(self, settings: Settings, *, observe: ObserverFactory | None = None) -> None:
-        self._server = ThreadedUvicorn(name="openjules-live", app_context=self._app)
+        self._server = ThreadedUvicorn(
+            name="openjules-live", app_context=self._app, settings=settings
+        )
         self.url = self._server.url
         self.api = f"{self.url}/v1alpha"
         self.settings: Settings = settings.model_copy(

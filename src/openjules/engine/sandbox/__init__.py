@@ -1,18 +1,21 @@
 """Where agent commands run: a ``Sandbox`` runs a shell command against a work tree.
 
 ``bubblewrap`` isolates commands (see ``bubblewrap.py``); ``unsandboxed`` is for development
-only. Both apply the resource limits and the wall-clock timeout and hide the server's
-environment (``process.py``). ``OPENJULES_SANDBOX`` picks one.
+only. Both apply the resource limits, the wall-clock timeout and the work tree's size limit
+(``disk.py``) and hide the server's environment (``process.py``); a root server runs each
+session's commands as a uid of its own (``uids.py``). ``OPENJULES_SANDBOX`` picks one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from openjules.engine.sandbox.bubblewrap import WORKSPACE_MOUNT, BubblewrapSandbox
+from openjules.engine.sandbox.disk import Overrun, tree_bytes
 from openjules.engine.sandbox.process import (
     BASE_ENV,
     CommandResult,
@@ -20,6 +23,7 @@ from openjules.engine.sandbox.process import (
     SandboxStatus,
     SandboxUnavailable,
 )
+from openjules.engine.sandbox.uids import NoFreeUid, session_user
 from openjules.engine.sandbox.unsandboxed import UnsandboxedSandbox
 from openjules.settings import SandboxKind, Settings
 
@@ -29,6 +33,8 @@ __all__ = [
     "BubblewrapSandbox",
     "CommandResult",
     "Limits",
+    "NoFreeUid",
+    "Overrun",
     "Sandbox",
     "SandboxKind",
     "SandboxStatus",
@@ -37,6 +43,8 @@ __all__ = [
     "check_available",
     "describe_sandbox",
     "sandbox_from_settings",
+    "session_sandbox",
+    "tree_bytes",
 ]
 
 # Printed before the server starts: a hanging check must not hold it up for long.
@@ -82,10 +90,23 @@ def check_available(kind: SandboxKind) -> None:
 
 
 def sandbox_from_settings(settings: Settings) -> Sandbox:
-    """The configured sandbox; ``SandboxUnavailable`` says how to fix a missing piece."""
+    """The configured sandbox; ``SandboxUnavailable`` says how to fix a missing piece. Its
+    commands run as the fixed ``sandbox_uid`` if one is set, else as the server's own uid:
+    a session's run takes ``session_sandbox``, which gives it a uid of its own."""
     backend = _BACKENDS[settings.sandbox]
     backend.check_available()
     return backend.from_settings(settings)
+
+
+@contextlib.asynccontextmanager
+async def session_sandbox(settings: Settings) -> AsyncIterator[Sandbox]:
+    """The configured sandbox for one session's run: on a root server its commands run as a
+    uid held for this session alone until the body ends (waiting for one to come free;
+    ``NoFreeUid`` when none does). ``SandboxUnavailable`` says how to fix a missing piece."""
+    backend = _BACKENDS[settings.sandbox]
+    backend.check_available()
+    async with session_user(settings) as user:
+        yield backend.from_settings(settings).with_user(user)
 
 
 async def describe_sandbox(settings: Settings) -> SandboxStatus:

@@ -1,8 +1,10 @@
 """What every sandbox shares: the limits and results of a command, running it under
-``prlimit`` in its own process group, collecting its output, and the wall-clock timeout.
+``prlimit`` in its own process group, collecting its output, the wall-clock timeout and the
+work tree's size limit (``disk.py``).
 
 ``RLIMIT_NPROC`` is never enforced for uid 0, so when the server runs as root, commands run
-as an unprivileged uid (``sandbox_uid``) and the work tree is handed to it.
+as an unprivileged uid, one per running session (``uids.py``), and the work tree is handed
+to it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
+from openjules.engine.sandbox.disk import MIB, DiskBudget, DiskMeter, Overrun
 from openjules.settings import Settings
 
 BASE_ENV = {
@@ -32,6 +35,8 @@ BASE_ENV = {
 # After the command has been killed, its output pipe is normally at EOF at once; a
 # grandchild that escaped the process group must not hold run() forever.
 OUTPUT_DRAIN_TIMEOUT_S = 5.0
+# How RLIMIT_FSIZE shows: bash's report of SIGXFSZ, and strerror(EFBIG).
+FILE_SIZE_ERRORS = ("File size limit exceeded", "File too large")
 PRLIMIT_MISSING = "`prlimit` (util-linux) is required to limit agent commands."
 
 
@@ -48,6 +53,9 @@ class Limits:
     file_bytes: int = 1024**3
     open_files: int = 1024
     output_bytes: int = 64 * 1024
+    # The work tree's size on disk (all files, not one), and the private /tmp's (bubblewrap).
+    workspace_bytes: int = 3072 * MIB
+    tmp_bytes: int = 1024 * MIB
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,8 @@ class CommandResult:
     timed_out: bool = False
     truncated: bool = False
     seconds: float = 0.0
+    # Set when the work tree ended over its size limit (the command may have been stopped).
+    workspace_over: Overrun | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,9 @@ class SandboxStatus:
 class RunAs:
     uid: int
     gid: int
+    # A directory with ``passwd`` and ``group`` files naming the uid, for a uid the host has
+    # no account for (``getpwuid`` fails without one: whoami, ssh, git's default author).
+    accounts: Path | None = None
 
 
 def limits_from_settings(settings: Settings) -> Limits:
@@ -82,6 +95,8 @@ def limits_from_settings(settings: Settings) -> Limits:
         processes=settings.command_max_processes,
         file_bytes=settings.command_max_file_bytes,
         output_bytes=settings.command_output_bytes,
+        workspace_bytes=settings.workspace_max_mb * MIB,
+        tmp_bytes=settings.sandbox_tmp_mb * MIB,
     )
 
 
@@ -114,13 +129,27 @@ def require_prlimit() -> None:
         raise SandboxUnavailable(PRLIMIT_MISSING)
 
 
-def prlimit_argv(limits: Limits) -> list[str]:
+async def disk_budget(
+    workspace: Path, limits: Limits, *, writable: bool, meter: DiskMeter
+) -> DiskBudget | None:
+    """The work tree's limit for one command, or None when the command cannot write to
+    the tree."""
+    if not writable:
+        return None
+    return await asyncio.to_thread(
+        meter.budget, workspace, limit_bytes=limits.workspace_bytes, file_cap=limits.file_bytes
+    )
+
+
+def prlimit_argv(limits: Limits, budget: DiskBudget | None = None) -> list[str]:
+    # A file may not outgrow the room left in the work tree; the watch stops many files.
+    file_bytes = budget.file_bytes(limits.file_bytes) if budget else limits.file_bytes
     return [
         tool("prlimit"),
         f"--cpu={limits.cpu_seconds}",
         f"--as={limits.memory_bytes}",
         f"--nproc={limits.processes}",
-        f"--fsize={limits.file_bytes}",
+        f"--fsize={file_bytes}",
         f"--nofile={limits.open_files}",
         "--core=0",
         "--",
@@ -160,14 +189,19 @@ async def supervise(
     limits: Limits,
     started: float,
     after_exit: Callable[[], Awaitable[None]] | None = None,
+    budget: DiskBudget | None = None,
 ) -> CommandResult:
-    """Collect ``process``'s output until it exits or the wall-clock limit passes, then kill
-    its process group; ``after_exit`` waits for whatever else must be gone before the
-    command counts as finished. Runs to the end even when the caller is cancelled."""
+    """Collect ``process``'s output until it exits, the wall-clock limit passes or the work
+    tree outgrows ``budget``, then kill its process group; ``after_exit`` waits for whatever
+    else must be gone before the command counts as finished. Runs to the end even when the
+    caller is cancelled."""
     assert process.stdout is not None
     collector = Output(limit=limits.output_bytes)
     reader = asyncio.create_task(collector.drain(process.stdout))
     timed_out = False
+    overrun: Overrun | None = None
+    if budget is not None:
+        budget.watch(lambda: kill_group(process.pid))
     try:
         await asyncio.wait_for(process.wait(), timeout=limits.wall_seconds)
     except TimeoutError:
@@ -177,17 +211,34 @@ async def supervise(
         await process.wait()
         if after_exit is not None:
             await after_exit()
+        if budget is not None:
+            # Once nothing of the command runs: the verdict is on the tree it left.
+            overrun = await asyncio.to_thread(budget.finish)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(reader, timeout=OUTPUT_DRAIN_TIMEOUT_S)
     output = collector.text()
     if timed_out:
         output += f"\n[command timed out after {limits.wall_seconds:g}s and was killed]"
+    if overrun is not None:
+        output += f"\n[{overrun.message()}]"
+    elif (
+        budget is not None
+        and budget.file_bytes(limits.file_bytes) < limits.file_bytes
+        and any(sign in output for sign in FILE_SIZE_ERRORS)
+    ):
+        # The command hit the file-size limit the room left imposed, which says only "File
+        # too large": say where that limit came from.
+        output += (
+            f"\n[The workspace has {budget.room_bytes() // MIB} MB left of its limit of "
+            f"{limits.workspace_bytes // MIB} MB: no file can grow past that.]"
+        )
     return CommandResult(
         exit_code=process.returncode if process.returncode is not None else -1,
         output=output,
         timed_out=timed_out,
         truncated=collector.truncated,
         seconds=time.monotonic() - started,
+        workspace_over=overrun,
     )
 
 
@@ -240,15 +291,27 @@ class ProcessSandbox:
     # Used only when the server runs as root; None keeps the caller's uid.
     uid: int | None = None
     gid: int | None = None
+    accounts: Path | None = None  # see RunAs
+    # The work trees' last measures (one sandbox serves one session's run).
+    meter: DiskMeter = field(default_factory=DiskMeter, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        """Commands run as the fixed ``sandbox_uid`` if one is set, otherwise as the server's
+        own uid until ``with_user`` gives the sandbox a session's uid (``uids.py``)."""
         return cls(
             limits=limits_from_settings(settings),
             uid=settings.sandbox_uid,
             gid=settings.sandbox_gid,
         )
 
+    def with_user(self, user: RunAs | None) -> Self:
+        """This sandbox with commands running as ``user`` (None: the server's uid)."""
+        if user is None:
+            return replace(self, uid=None, gid=None, accounts=None)
+        return replace(self, uid=user.uid, gid=user.gid, accounts=user.accounts)
+
     def prepare_workspace(self, tree: Path) -> None:
-        """Give the sandbox uid ownership of the work tree (root servers only)."""
+        """Give the sandbox uid ownership of the work tree (root servers only); the tree
+        may be one an earlier run's uid owned."""
         chown_tree(tree, run_as(self.uid, self.gid))

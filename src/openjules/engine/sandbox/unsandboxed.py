@@ -2,8 +2,10 @@
 
 No isolation: a command sees the host's files, network and processes. What remains is a
 clean environment (none of the server's secrets), the resource limits, the wall-clock
-timeout, and, for a root server, the unprivileged uid. ``network``, ``read_only`` and
-``ro_binds`` are accepted and not enforced: there is nothing to mount them with.
+timeout, the work tree's size limit, and, for a root server, the unprivileged uid.
+``network``, ``read_only`` and ``ro_binds`` are accepted and not enforced: there is nothing
+to mount them with (so the size limit applies to read-only commands too). /tmp is the
+host's, with no size limit of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from openjules.engine.sandbox.process import (
     Limits,
     ProcessSandbox,
     SandboxStatus,
+    disk_budget,
     prlimit_argv,
     require_prlimit,
     run_as,
@@ -53,15 +56,17 @@ class UnsandboxedSandbox(ProcessSandbox):
     ) -> CommandResult:
         """Run ``command`` with bash in ``workspace``, under the limits only."""
         limits = limits or self.limits
+        # Nothing keeps even a "read-only" command from writing here.
+        budget = await disk_budget(workspace, limits, writable=True, meter=self.meter)
         started = time.monotonic()
         process = await spawn(
-            [*prlimit_argv(limits), "/bin/bash", "-c", command],
+            [*prlimit_argv(limits, budget), "/bin/bash", "-c", command],
             env={**BASE_ENV, **(env or {})},
             cwd=workspace,
             # Without bubblewrap and setpriv, a root server's commands drop uid at exec.
             user=run_as(self.uid, self.gid),
         )
-        return await supervise(process, limits=limits, started=started)
+        return await supervise(process, limits=limits, started=started, budget=budget)
 
     @classmethod
     async def describe(cls, settings: Settings) -> SandboxStatus:

@@ -54,8 +54,13 @@ class Shell(Tool):
             artifacts=artifacts,
         )
         status = "timed out" if result.timed_out else f"exit code {result.exit_code}"
+        content = f"{result.output}\n[{status}]"
+        if result.workspace_over is not None:
+            # First, so the model reads why before the command's own (cut short) output.
+            content = f"Error: {result.workspace_over.message()}\n{content}"
         return ToolResult(
-            content=f"{result.output}\n[{status}]",
+            content=content,
             activities=[activity],
             mutated=ctx.phase is Phase.WORK,
+            is_error=result.workspace_over is not None,
         )

@@ -1,0 +1,1 @@
+"""Generated requests against a live server: schemathesis, on both database backends."""
