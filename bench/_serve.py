@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -54,10 +53,16 @@ def serve_openjules(args: argparse.Namespace, sock: socket.socket) -> None:
     asyncio.run(serve(settings, sock=sock, log_level="warning"))
 
 
+STDIN_FD = 0
+
+
 def _exit_when_parent_goes() -> None:
     """Block on stdin; EOF means the parent is gone, so shut down (hard after 5 s)."""
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdin.buffer.read()
+    # os.read, not sys.stdin: a daemon thread blocked in a buffered read holds its lock,
+    # and the interpreter's exit then aborts with "Fatal Python error".
+    with contextlib.suppress(OSError):
+        while os.read(STDIN_FD, 4096):
+            pass
     os.kill(os.getpid(), signal.SIGTERM)
     threading.Timer(5.0, lambda: os._exit(3)).start()
 

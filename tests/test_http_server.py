@@ -8,6 +8,7 @@ serve`` as a process with few descriptors.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import secrets
@@ -28,6 +29,7 @@ from tests.cli.support import free_port, openjules_executable
 ACTED_WITHIN_S = 15.0
 SHORT_TIMEOUT_S = 1.0
 SMALL_CAP = 20
+INVALID_REQUESTS = 50
 
 
 def connect(url: str) -> socket.socket:
@@ -158,6 +160,19 @@ def test_at_the_cap_a_new_request_replaces_the_longest_idle_connection(
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_flood_of_invalid_requests_is_logged_once(
+    quick_timeouts: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    for _ in range(INVALID_REQUESTS):
+        with connect(quick_timeouts.url) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+    said = [r.getMessage() for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+    # One line, then (after LOG_INTERVAL_SECONDS) one more with the count of the rest.
+    assert len(said) == 1, said
 
 
 def _eventually_ok(url: str) -> bool:

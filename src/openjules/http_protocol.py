@@ -162,6 +162,22 @@ class _Pool:
         self.waiting: dict[LimitedH11Protocol, None] = {}  # insertion order: oldest first
 
 
+class _ClientNoise:
+    """uvicorn's per-connection logger, with its warnings rate limited: they report what a
+    client sent ("Invalid HTTP request received.", an unsupported upgrade), which any
+    client can repeat as fast as it can connect."""
+
+    def __init__(self, logger: logging.Logger, log: RateLimitedLog) -> None:
+        self._logger = logger
+        self._log = log
+
+    def warning(self, message: str, *args: Any, **_kwargs: Any) -> None:
+        self._log.warning(f"client:{message}", message % args if args else message)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
 class LimitedH11Protocol(H11Protocol):
     """One connection. Use ``protocol_class(limits)``: it binds the limits and a pool of
     connections to one server."""
@@ -172,6 +188,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = _ClientNoise(self.logger, self.log)  # type: ignore[assignment]
         self._deadline: asyncio.TimerHandle | None = None
         self._deadline_for: Callable[[], None] | None = None
         self._served = False  # counted in ``pool.served``

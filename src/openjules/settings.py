@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     # (libpq counts whole seconds), and to wait for a free pooled connection.
     database_connect_timeout_seconds: float = Field(default=5.0, ge=1)
     database_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    # SQLite: how long a write waits for the lock held by another process (an `openjules
+    # worker`, a backup) before it fails; writes of one process never wait on it (they
+    # take turns first).
+    database_busy_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # The HTTP server: timeouts and connection limits. A client that has not sent its
     # request headers this long after connecting (or after the previous response) is

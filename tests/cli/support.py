@@ -252,3 +252,15 @@ class ServeProcess:
         tb: TracebackType | None,
     ) -> None:
         self.kill()
+
+
+def refusal(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command prints: exit 1, no traceback, nothing on stdout."""
+    output = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+    assert result.returncode == 1, output
+    assert "Traceback" not in result.stderr, output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert lines[0].startswith("Error: "), output
+    assert result.stdout == "", output
+    return lines[0]

@@ -20,7 +20,7 @@ from alembic import command
 
 from openjules.store.migrate import alembic_config
 from openjules.testing import FakeModel, Reply, ToolCall
-from tests.cli.support import ServeProcess, Target, ok, run_openjules
+from tests.cli.support import ServeProcess, Target, ok, refusal, run_openjules
 from tests.support import list_activities, wait_for_state, walk
 
 TICK = "MARK-TICK: keep reporting progress"
@@ -71,18 +71,6 @@ def with_agent(target: Target, model: FakeModel) -> Target:
         # A short lease: a restored server takes a session over soon after a restore.
         OPENJULES_LEASE_SECONDS="2",
     )
-
-
-def refusal(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line a refused command prints: exit 1, no traceback, nothing on stdout."""
-    output = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-    assert result.returncode == 1, output
-    assert "Traceback" not in result.stderr, output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert lines[0].startswith("Error: "), output
-    assert result.stdout == "", output
-    return lines[0]
 
 
 Shown = dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]

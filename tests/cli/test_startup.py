@@ -18,6 +18,7 @@ from tests.cli.support import (
     ServeProcess,
     Target,
     openjules_executable,
+    refusal,
     run_openjules,
     run_with_defaults,
 )
@@ -31,18 +32,6 @@ def sqlite_target(tmp_path: Path) -> Target:
     home = tmp_path / "home"
     home.mkdir()
     return Target(backend="sqlite", home=home, data_dir=tmp_path / "data")
-
-
-def refusal(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line a refused command prints: exit 1, no traceback, nothing else."""
-    output = f"exit {result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-    assert result.returncode == 1, output
-    assert "Traceback" not in result.stderr, output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert lines[0].startswith("Error: "), output
-    assert result.stdout == "", output
-    return lines[0]
 
 
 # (variable, value, what the message must also say)

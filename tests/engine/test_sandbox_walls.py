@@ -18,6 +18,7 @@ from openjules.engine.sandbox import BubblewrapSandbox, Limits, Sandbox
 from openjules.engine.sandbox.network import (
     SLIRP_DNS,
     describe_network,
+    host_addresses,
     resolv_conf_mount,
     sandbox_resolv_conf,
 )
@@ -174,11 +175,9 @@ int main(void) {
     assert "3 sub" in result.output
 
 
-@pytest.fixture
-def host_listener() -> Iterator[int]:
-    """A service on the host's loopback, like the server's database or API."""
+def _listener(address: str) -> Iterator[int]:
     server = socket.socket()
-    server.bind(("127.0.0.1", 0))
+    server.bind((address, 0))
     server.listen()
 
     def accept() -> None:
@@ -193,6 +192,18 @@ def host_listener() -> Iterator[int]:
     threading.Thread(target=accept, daemon=True).start()
     yield server.getsockname()[1]
     server.close()
+
+
+@pytest.fixture
+def host_listener() -> Iterator[int]:
+    """A service on the host's loopback, like the server's database or API."""
+    yield from _listener("127.0.0.1")
+
+
+@pytest.fixture
+def host_wide_listener() -> Iterator[int]:
+    """A service listening on all the host's interfaces (0.0.0.0)."""
+    yield from _listener("0.0.0.0")
 
 
 @needs_bubblewrap
@@ -212,6 +223,28 @@ async def test_a_network_enabled_sandbox_cannot_reach_the_hosts_loopback(
     assert "gateway=0" not in result.output
     assert "loopback=" in result.output
     assert "gateway=" in result.output
+
+
+@needs_bubblewrap
+@needs_slirp4netns
+async def test_a_network_enabled_sandbox_cannot_reach_the_hosts_own_addresses(
+    sandbox: Sandbox, workspace: Path, host_wide_listener: int
+) -> None:
+    # Through slirp4netns, a connection to the host's LAN address leaves as the host's own
+    # socket: what listens on 0.0.0.0 (here: the machine's control API) would answer.
+    addresses = host_addresses()
+    if not addresses:
+        pytest.skip("this host has no address besides loopback")
+    probe = "; ".join(
+        f"timeout 5 bash -c 'exec 3<>/dev/tcp/{host}/{host_wide_listener} && head -1 <&3'; "
+        f"echo {host}=$?"
+        for host in addresses
+    )
+    result = await sandbox.run(probe, workspace=workspace, network=True)
+    assert "HOST-SERVICE-BANNER" not in result.output
+    for host in addresses:
+        assert f"{host}=" in result.output
+        assert f"{host}=0" not in result.output
 
 
 @needs_bubblewrap

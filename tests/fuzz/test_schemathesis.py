@@ -63,5 +63,7 @@ def test_schemathesis_finds_no_failure(
     har = json.loads(next(reports.glob("har-*.json")).read_text())
     requests = len(har["log"]["entries"])
     statuses = {entry["response"]["status"] for entry in har["log"]["entries"]}
+    # The figure, for whoever runs this with -s.
+    print(f"schemathesis: {requests} requests, statuses {sorted(statuses)}")
     assert requests >= MIN_REQUESTS, output[-5_000:]
     assert not {s for s in statuses if s >= 500}, statuses

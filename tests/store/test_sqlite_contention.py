@@ -5,6 +5,11 @@ creates answered 500 "database is locked" and the runner logged lock errors. Her
 server on SQLite runs 32 workers and no model: every create enqueues a job, which a
 worker claims and fails at once ("no model configured"), so the API's writes (create,
 enqueue) race the workers' writes (claim, fail, finish) and their polls.
+
+SQLite's busy timeout is set short (the default, 10 s, only fails under heavier load or
+on a slower machine): a write of the server that waited on SQLite's lock behind the
+server's own writes would fail within it. Writes that take turns in the process never
+wait on SQLite's lock, whatever the timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from tests.support import api_client
 
 CREATES = 100
 WORKERS = 32
+BUSY_TIMEOUT_S = 0.25
 SETTLE_TIMEOUT_S = 120.0
 
 
@@ -50,6 +56,7 @@ def test_concurrent_creates_with_32_workers_all_succeed_without_lock_errors(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'openjules.db'}",
         workers=WORKERS,
         auth_cache_seconds=60,
+        database_busy_timeout_seconds=BUSY_TIMEOUT_S,
     )
     with LiveServer(settings) as server:
         key = provision_user(server.settings, name="contention")

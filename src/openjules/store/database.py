@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("openjules.store")
 
 # How long a write waits for SQLite's lock held by another process before it fails.
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+DEFAULT_BUSY_TIMEOUT_S = 10.0
 # A WAL file past this size is checkpointed and truncated after the write that grew it:
 # readers that always overlap could otherwise keep the WAL from ever starting over.
 SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
@@ -135,6 +135,7 @@ class Database:
         echo: bool = False,
         connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_S,
         pool_timeout_seconds: float = DEFAULT_POOL_TIMEOUT_S,
+        busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_S,
     ) -> None:
         self.url = url
         parsed = make_url(url)
@@ -144,6 +145,7 @@ class Database:
             is_sqlite=self.is_sqlite,
             connect_timeout_seconds=connect_timeout_seconds,
             pool_timeout_seconds=pool_timeout_seconds,
+            busy_timeout_seconds=busy_timeout_seconds,
         )
         self.engine: AsyncEngine = _create_engine(url, options=options, autocommit=False)
         self.read_engine: AsyncEngine = _create_engine(url, options=options, autocommit=True)
@@ -161,6 +163,7 @@ class Database:
             echo=settings.database_echo,
             connect_timeout_seconds=settings.database_connect_timeout_seconds,
             pool_timeout_seconds=settings.database_pool_timeout_seconds,
+            busy_timeout_seconds=settings.database_busy_timeout_seconds,
         )
 
     @asynccontextmanager
@@ -271,6 +274,7 @@ class _EngineOptions:
     is_sqlite: bool
     connect_timeout_seconds: float
     pool_timeout_seconds: float
+    busy_timeout_seconds: float
 
 
 def _create_engine(url: str, *, options: _EngineOptions, autocommit: bool) -> AsyncEngine:
@@ -290,7 +294,8 @@ def _create_engine(url: str, *, options: _EngineOptions, autocommit: bool) -> As
         kwargs["connect_args"] = _postgres_connect_args(options.connect_timeout_seconds)
     engine = create_async_engine(url, **kwargs)
     if options.is_sqlite:
-        _configure_sqlite(engine, autocommit=autocommit)
+        busy_ms = max(1, round(options.busy_timeout_seconds * 1000))
+        _configure_sqlite(engine, autocommit=autocommit, busy_timeout_ms=busy_ms)
     return engine
 
 
@@ -308,7 +313,7 @@ def _postgres_connect_args(connect_timeout_seconds: float) -> dict[str, Any]:
     }
 
 
-def _configure_sqlite(engine: AsyncEngine, *, autocommit: bool) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, autocommit: bool, busy_timeout_ms: int) -> None:
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -317,7 +322,7 @@ def _configure_sqlite(engine: AsyncEngine, *, autocommit: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # The busy timeout first: setting the journal mode may itself wait for a lock.
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")

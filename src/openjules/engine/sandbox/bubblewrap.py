@@ -1,9 +1,10 @@
 """Run agent commands in a bubblewrap sandbox.
 
 What a command gets: the system directories read-only, the session's work tree at
-``/workspace`` read-write, a private ``/tmp``, its own PID, IPC, UTS, cgroup and network
-namespaces (only ``lo``, unless the source allows network: then slirp4netns connects it to
-the outside but never to the host's loopback, ``network.py``), no capabilities, no user
+``/workspace`` read-write (its size watched, ``disk.py``), a private size-limited ``/tmp``,
+its own PID, IPC, UTS, cgroup and network namespaces (only ``lo``, unless the source allows
+network: then slirp4netns connects it to the outside but never to the host's own
+addresses, ``network.py``), a uid of its session's own (``uids.py``), no capabilities, no user
 namespaces, a seccomp filter refusing what a build never needs (``seccomp.py``), a new
 session (no terminal injection), a minimal environment with none of the server's secrets,
 and limits on CPU time, address space, processes, file size and open files. bubblewrap
@@ -38,6 +39,7 @@ from openjules.engine.sandbox.network import (
     resolv_conf_mount,
     sandbox_resolv_conf,
     slirp4netns,
+    wall_off_host,
 )
 from openjules.engine.sandbox.process import (
     BASE_ENV,
@@ -419,7 +421,14 @@ async def _connect(
     init = _parse_info(data)
     if init is None or not await gate.started():
         return init, None
-    return init, await Uplink.start(netns_pid=init, privileged=privileged)
+    uplink = await Uplink.start(netns_pid=init, privileged=privileged)
+    if privileged:
+        try:
+            await wall_off_host(netns_pid=init)
+        except BaseException:
+            await uplink.stop()
+            raise
+    return init, uplink
 
 
 def _namespace_init(info_fd: int) -> int | None:

@@ -13,6 +13,11 @@ wait for its network before the command starts (about 9 ms here). pasta started 
 switches to nobody before it opens the namespace, and forwards ports into it by default.
 slirp4netns runs with its own sandbox (an empty mount namespace, capabilities dropped)
 and seccomp filter.
+
+``--disable-host-loopback`` covers only the host's 127.0.0.1 (and the gateway's mapping to
+it): a service listening on all interfaces would still answer at the host's own LAN
+address, so the sandbox's namespace also gets an unreachable route for each of the host's
+addresses (root only: that needs entering the namespace).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import fcntl
 import ipaddress
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +51,63 @@ STOP_TIMEOUT_S = 2.0
 ERROR_BYTES = 2048
 # A command that could not be started, as a shell reports it ("cannot execute").
 NOT_STARTED_EXIT_CODE = 126
+# The kernel's IPv4 routing table, which lists the host's own addresses ("/32 host LOCAL").
+FIB_TRIE = Path("/proc/net/fib_trie")
+TRIE_NODE = re.compile(r"[|+]-- (\d+\.\d+\.\d+\.\d+)$")
 # ioctl(2) on a namespace file: the user namespace that owns it (linux/nsfs.h).
 NS_GET_USERNS = 0xB701
 
 
 class UplinkFailed(RuntimeError):
     """The sandbox's network could not be set up; the message says why."""
+
+
+def host_addresses(fib_trie: Path = FIB_TRIE) -> list[str]:
+    """The host's own IPv4 addresses, loopback aside (which slirp4netns already refuses)."""
+    try:
+        lines = fib_trie.read_text().splitlines()
+    except OSError:
+        return []
+    found: dict[str, None] = {}
+    node = ""
+    for line in lines:
+        match = TRIE_NODE.search(line.strip())
+        if match:
+            node = match.group(1)
+        elif "/32 host LOCAL" in line and node and not ipaddress.ip_address(node).is_loopback:
+            found[node] = None
+    return list(found)
+
+
+async def wall_off_host(*, netns_pid: int) -> None:
+    """Make the host's own addresses unreachable from the network namespace of
+    ``netns_pid`` (an unreachable route each, so a connection fails at once). Fails closed:
+    a sandbox whose walls cannot be built gets no network."""
+    addresses = host_addresses()
+    if not addresses:
+        return
+    nsenter, ip = shutil.which("nsenter"), shutil.which("ip")
+    if nsenter is None or ip is None:
+        raise UplinkFailed("walling the host off needs nsenter (util-linux) and ip (iproute2)")
+    routes = "".join(f"route add unreachable {address}/32\n" for address in addresses)
+    process = await asyncio.create_subprocess_exec(
+        *(nsenter, f"--net=/proc/{netns_pid}/ns/net", ip, "-batch", "-"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env={},
+    )
+    try:
+        _, errors = await asyncio.wait_for(
+            process.communicate(routes.encode()), timeout=START_TIMEOUT_S
+        )
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise UplinkFailed("ip did not set the sandbox's routes in time") from None
+    if process.returncode != 0:
+        why = errors.decode(errors="replace").strip()[:ERROR_BYTES]
+        raise UplinkFailed(f"the sandbox's routes could not be set: {why}")
 
 
 def slirp4netns() -> str | None:
