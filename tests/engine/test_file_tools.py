@@ -4,12 +4,13 @@ it, whatever links, FIFOs or paths the agent plants or asks for."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from openjules.engine.sandbox import BubblewrapSandbox
+from openjules.engine.sandbox import BubblewrapSandbox, Limits
 from openjules.engine.tools.base import Phase, Tool, ToolContext, ToolResult
 from openjules.engine.tools.files import (
     MAX_LIST_ENTRIES,
@@ -556,3 +557,35 @@ async def test_search_in_planning_phase(ctx: ToolContext) -> None:
     )
     result = await call(Search(), planning, pattern="def main")
     assert result.content == "src/app.py:1:def main():"
+
+
+# --- the workspace limit -----------------------------------------------------------------
+
+SMALL_WORKSPACE_BYTES = 8 * 1024 * 1024
+CHUNK = "x" * (3 * 1024 * 1024)
+
+
+@pytest.fixture
+def small_ctx(ctx: ToolContext) -> ToolContext:
+    sandbox = BubblewrapSandbox(limits=Limits(workspace_bytes=SMALL_WORKSPACE_BYTES))
+    return replace(ctx, sandbox=sandbox)
+
+
+async def test_file_tools_cannot_grow_the_workspace_past_its_limit(small_ctx: ToolContext) -> None:
+    # Files under write_file's own 5 MB cap, many of them: the tree's limit still holds.
+    results = [
+        await call(WriteFile(), small_ctx, path=f"big/{i}.txt", content=CHUNK) for i in range(4)
+    ]
+    assert [r.is_error for r in results] == [False, False, True, True]
+    assert "The workspace is at its limit of 8 MB" in results[2].content
+    assert not (tree(small_ctx) / "big" / "2.txt").exists()
+    # Growing an existing file by edit is refused the same way; shrinking is always fine.
+    grow = await call(
+        EditFile(), small_ctx, path="README.md", old_text="hello world", new_text=CHUNK
+    )
+    assert grow.is_error
+    assert "at its limit" in grow.content
+    shrink = await call(WriteFile(), small_ctx, path="big/0.txt", content="small")
+    assert not shrink.is_error
+    again = await call(WriteFile(), small_ctx, path="big/2.txt", content=CHUNK)
+    assert not again.is_error, again.content

@@ -77,6 +77,10 @@ class Sandbox(Protocol):
         """Make ``tree`` usable by the commands (before the first ``run``)."""
         ...
 
+    def workspace_room(self, tree: Path) -> int:
+        """Bytes ``tree`` may still grow by before it reaches the workspace limit."""
+        ...
+
 
 _BACKENDS: dict[SandboxKind, type[BubblewrapSandbox] | type[UnsandboxedSandbox]] = {
     SandboxKind.BUBBLEWRAP: BubblewrapSandbox,

@@ -118,6 +118,17 @@ def measure(tree: Path) -> Measure:
     )
 
 
+def no_room(*, limit_bytes: int, room_bytes: int, growth: int) -> str | None:
+    """Why a host-side write (the file tools) that grows the tree by ``growth`` bytes must
+    not happen, or None: the tree's limit holds for them as for commands."""
+    if growth <= 0 or growth <= room_bytes:
+        return None
+    return (
+        f"The workspace is at its limit of {megabytes(limit_bytes)} MB "
+        f"({room_bytes} bytes left; this write needs {growth} more). Delete files to go on."
+    )
+
+
 class DiskMeter:
     """The last measure of each work tree a sandbox's commands wrote to, so that a command
     far under the limit starts without walking the tree again."""

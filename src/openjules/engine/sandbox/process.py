@@ -295,6 +295,11 @@ class ProcessSandbox:
     # The work trees' last measures (one sandbox serves one session's run).
     meter: DiskMeter = field(default_factory=DiskMeter, compare=False, repr=False)
 
+    def workspace_room(self, tree: Path) -> int:
+        """Bytes ``tree`` may still grow by (blocking: it may walk the tree)."""
+        limit = self.limits.workspace_bytes
+        return self.meter.budget(tree, limit_bytes=limit, file_cap=0).room_bytes()
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """Commands run as the fixed ``sandbox_uid`` if one is set, otherwise as the server's

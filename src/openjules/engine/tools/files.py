@@ -26,6 +26,7 @@ from typing import IO
 
 from pydantic import Field
 
+from openjules.engine.sandbox.disk import no_room
 from openjules.engine.tools.base import Phase, Tool, ToolArgs, ToolContext, ToolResult, error
 
 MAX_WRITE_BYTES = 5 * 1024 * 1024
@@ -239,6 +240,9 @@ class WriteFile(Tool):
                 return error(f"{args.path} is a directory")
             _make_dirs(path.parent)
             created = not os.path.lexists(path)
+            problem = _no_room(ctx, root, growth=len(data) - _size(path))
+            if problem:
+                return error(problem)
             with _open_regular(path, os.O_RDWR | os.O_CREAT) as stream:
                 if created:
                     _adopt_owner(path)
@@ -249,6 +253,21 @@ class WriteFile(Tool):
         except OSError as exc:
             return _os_error("write", args.path, exc)
         return ToolResult(content=f"Wrote {len(data)} bytes to {args.path}", mutated=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
+
+
+def _no_room(ctx: ToolContext, root: Path, *, growth: int) -> str | None:
+    """Why the tree cannot grow by ``growth`` bytes (its workspace limit), or None."""
+    if growth <= 0:
+        return None
+    room = ctx.sandbox.workspace_room(root)
+    return no_room(limit_bytes=ctx.sandbox.limits.workspace_bytes, room_bytes=room, growth=growth)
 
 
 # --- edit_file ------------------------------------------------------------------------
@@ -313,6 +332,9 @@ class EditFile(Tool):
                 updated = data.replace(old, new, -1 if args.replace_all else 1)
                 if len(updated) > MAX_WRITE_BYTES:
                     return error(f"the edited file would exceed {MAX_WRITE_BYTES} bytes")
+                problem = _no_room(ctx, root, growth=len(updated) - len(data))
+                if problem:
+                    return error(problem)
                 stream.seek(0)
                 stream.write(updated)
                 stream.truncate()
