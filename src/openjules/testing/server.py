@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import TracebackType
 from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,6 +18,7 @@ from openjules.settings import Settings
 from openjules.store import sources, users
 from openjules.store.oneshot import run_write
 from openjules.store.sources import SourceRecord
+from openjules.testing.lifecycle import Background
 from openjules.timing import ObserverFactory
 
 START_TIMEOUT_S = 30.0
@@ -94,7 +94,7 @@ class ThreadedUvicorn:
         self._socket.close()
 
 
-class BackgroundServer:
+class BackgroundServer(Background):
     """Start/stop and ``with`` support for a server held in ``self._server``."""
 
     _server: ThreadedUvicorn
@@ -105,17 +105,6 @@ class BackgroundServer:
 
     def stop(self) -> None:
         self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class LiveServer(BackgroundServer):

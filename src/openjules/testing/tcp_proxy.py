@@ -15,14 +15,15 @@ import contextlib
 import socket
 import threading
 from collections.abc import Coroutine
-from types import TracebackType
 from typing import Any, Self
+
+from openjules.testing.lifecycle import Background
 
 START_TIMEOUT_S = 10.0
 CHUNK_BYTES = 65536
 
 
-class TcpProxy:
+class TcpProxy(Background):
     """Forwards each connection to ``target_host:target_port``, in a background thread
     running its own event loop. While cut, the port has no listener (connecting fails
     with "connection refused", as when the server is down) and every connection that
@@ -71,17 +72,6 @@ class TcpProxy:
     @property
     def is_cut(self) -> bool:
         return self._server is None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None, "start() the proxy first"
