@@ -48,7 +48,8 @@ def envelope_response(error: APIError, *, headers: dict[str, str] | None = None)
     )
 
 
-def _snake(name: str) -> str:
+def snake_case(name: str) -> str:
+    """``pageToken`` → ``page_token``: how Google names request fields in errors."""
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
@@ -60,17 +61,17 @@ def _violation(error: dict[str, Any], *, prefix: str) -> tuple[FieldViolation, s
     loc = [str(p) for p in error.get("loc", ()) if p != "body"]
     if error.get("type") == "extra_forbidden" and loc:
         name = loc[-1]
-        parent = ".".join([prefix, *(_snake(p) for p in loc[:-1])]).strip(".") or "request"
+        parent = ".".join([prefix, *(snake_case(p) for p in loc[:-1])]).strip(".") or "request"
         message = (
             f"Invalid JSON payload received. Unknown name \"{name}\" at '{parent}': "
             "Cannot find field."
         )
         return FieldViolation(parent, message), message
-    path = ".".join([prefix, *(_snake(p) for p in loc)]).strip(".") or prefix or "request"
+    path = ".".join([prefix, *(snake_case(p) for p in loc)]).strip(".") or prefix or "request"
     value = json.dumps(error.get("input"), ensure_ascii=False, default=str)
     kind = error.get("type", "")
     if kind == "enum":
-        type_name = f"{PROTO_PACKAGE}.{_pascal(_snake(loc[-1]))}" if loc else "enum"
+        type_name = f"{PROTO_PACKAGE}.{_pascal(snake_case(loc[-1]))}" if loc else "enum"
         message = f"Invalid value at '{path}' ({type_name}), {value}"
     elif kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
         message = f"Invalid JSON payload received. Expected an object at '{path}', got {value}."

@@ -14,6 +14,7 @@ from typing import NoReturn
 
 from openjules._errors import FieldViolation, InvalidArgument
 from openjules._types import State
+from openjules.api.errors import snake_case
 from openjules.store.clock import parse_timestamp_ns
 from openjules.store.query import Condition, Filter, Op
 
@@ -76,10 +77,6 @@ SESSION_FIELDS: Mapping[str, FieldRule] = {
 }
 ACTIVITY_FIELDS: Mapping[str, FieldRule] = {"create_time": FieldRule(ORDERED, _timestamp)}
 SOURCE_FIELDS: Mapping[str, FieldRule] = {"name": FieldRule(EQUALITY, _source_name)}
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
 class _Parser:
@@ -170,7 +167,7 @@ class _Parser:
             return groups
         if kind != "word":
             self._fail(f"expected a field name, got {value!r}")
-        field = _snake(value)
+        field = snake_case(value)
         rule = self.fields.get(field)
         if rule is None:
             allowed = ", ".join(sorted(self.fields)) or "none"

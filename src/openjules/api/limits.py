@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from openjules._errors import FieldViolation, InvalidArgument
-from openjules.api.errors import BODY_FIELD_BY_ROUTE
+from openjules.api.errors import BODY_FIELD_BY_ROUTE, snake_case
 from openjules.api.state import AppState
 from openjules.settings import Settings
 
@@ -100,7 +100,7 @@ def check_body(body: Any, *, prefix: str, limits: Mapping[str, int]) -> None:
             for key, item in value.items():
                 if text_problem(key) is not None:
                     raise _invalid(path or "request", f"a field name {text_problem(key)}")
-                pending.append((_join(path, _snake(key)), item))
+                pending.append((_join(path, snake_case(key)), item))
         elif isinstance(value, list):
             pending.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
 
@@ -129,12 +129,3 @@ async def checked_request(request: Request) -> None:
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
-
-
-def _snake(name: str) -> str:
-    out = []
-    for i, char in enumerate(name):
-        if char.isupper() and i > 0:
-            out.append("_")
-        out.append(char.lower())
-    return "".join(out)

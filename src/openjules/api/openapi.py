@@ -21,6 +21,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from openjules.api.errors import snake_case
+from openjules.api.limits import MAX_NAME_CHARS, QUERY_FIELDS, body_limits, query_limits
 from openjules.api.pagination import MAX_PAGE_SIZE
 from openjules.settings import Settings
 
@@ -138,18 +140,14 @@ PROMPT_REQUIRED = {
 # Neither database stores NUL, so the server refuses it in any text (400).
 TEXT_PATTERN = r"^[^\u0000]*$"
 PROMPT_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
-# Ids, source and branch names: the server's bound on any name.
-MAX_NAME_CHARS = 1024
-# Request body models and the string fields in them that have a length limit other than
-# MAX_NAME_CHARS (by the ``Settings`` field that sets it).
+# Request body models whose string fields carry the server's length limits (api.limits;
+# a field it names no limit for is bounded like any name, MAX_NAME_CHARS).
 REQUEST_MODELS = (
     "CreateSessionRequest",
     "SendMessageRequest",
     "SourceContextInput",
     "GitHubRepoContextInput",
 )
-LIMIT_SETTING = {"prompt": "max_prompt_chars", "title": "max_title_chars"}
-QUERY_LIMIT_SETTING = {"filter": "max_filter_chars", "pageToken": "max_page_token_chars"}
 # Methods that answer ``{}``.
 EMPTY_OPERATIONS = ("sessions.delete", "sessions.sendMessage", "sessions.approvePlan")
 
@@ -197,9 +195,10 @@ def _text(max_chars: int) -> dict[str, Any]:
 
 def _correct_text_fields(model: dict[str, Any], *, settings: Settings) -> None:
     """Each string field (``str | None`` generates anyOf string/null) with its limits."""
+    # api.limits keys them by request path (``session.prompt``); a property is its last part.
+    by_name = {path.rsplit(".", 1)[-1]: n for path, n in body_limits(settings).items()}
     for name, field in model.get("properties", {}).items():
-        setting = LIMIT_SETTING.get(name)
-        max_chars = int(getattr(settings, setting)) if setting else MAX_NAME_CHARS
+        max_chars = by_name.get(snake_case(name), MAX_NAME_CHARS)
         for branch in field.get("anyOf", [field]):
             if branch.get("type") == "string" and "enum" not in branch:
                 branch.update(_text(max_chars))
@@ -261,8 +260,8 @@ def _correct_operation(path: str, operation: dict[str, Any], *, settings: Settin
             parameter["schema"] = copy.deepcopy(QUERY_SCHEMAS[name])
             parameter["required"] = False
             if parameter["schema"]["type"] == "string":
-                setting = QUERY_LIMIT_SETTING.get(name)
-                limit = int(getattr(settings, setting)) if setting else MAX_NAME_CHARS
+                field = QUERY_FIELDS.get(name, name)
+                limit = query_limits(settings).get(field, MAX_NAME_CHARS)
                 parameter["schema"].update(_text(limit))
         elif parameter.get("in") == "path":
             parameter["schema"] = {**parameter.get("schema", {}), **_text(MAX_NAME_CHARS)}

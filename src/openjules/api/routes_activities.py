@@ -63,8 +63,7 @@ async def list_activities(
     rendered = [r.render() for r in records]
     keep = pagination.fitting([len(item) for item in rendered])
     if keep < len(records):
-        # The token format list_page uses: the next item's time in nanoseconds.
-        token = str(records[keep].create_time * 1000)
+        token = activities.page_token_at(records[keep].create_time)
     return responses.list_body(key="activities", items=rendered[:keep], next_page_token=token)
 
 

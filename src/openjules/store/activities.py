@@ -154,5 +154,10 @@ async def list_page(
         ActivityRecord(session_id=session_id, id=r.id, create_time=r.create_time, body=r.body)
         for r in rows[:page_size]
     ]
-    token = str(rows[page_size].create_time * 1000) if len(rows) > page_size else ""
+    token = page_token_at(rows[page_size].create_time) if len(rows) > page_size else ""
     return records, token
+
+
+def page_token_at(create_time: int) -> str:
+    """The page token of a page starting at the item created at ``create_time`` (µs)."""
+    return str(create_time * 1000)
