@@ -31,7 +31,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from typing import Any
 
 import httpx
 
+from _process import stop_process
 from openjules.settings import Settings
 from openjules.store.migrate import upgrade_to_head
 from openjules.testing import provision_user
@@ -137,7 +137,7 @@ def running_server(tmp: Path, name: str, env: dict[str, str] | None = None) -> I
         wait_ready(server)
         yield server
     finally:
-        stop(process)
+        stop_process(process, timeout=15)
 
 
 def wait_ready(server: Server) -> None:
@@ -151,20 +151,6 @@ def wait_ready(server: Server) -> None:
         if time.monotonic() > deadline:
             raise BenchError(f"server not ready after {START_TIMEOUT:.0f} s")
         time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdin, process.stdout):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
 
 
 def verdict(ok: bool) -> str:

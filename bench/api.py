@@ -45,6 +45,7 @@ import psycopg
 import uvicorn
 
 from _load import CLIENTS, LoadError, LoadResult, Target, run_load
+from _process import stop_process
 from openjules._types import CreateSessionRequest, Originator, UserMessaged
 from openjules.store import sessions as session_store
 from openjules.store import transitions, users
@@ -189,18 +190,7 @@ def wait_ready(server: Server, path: str, headers: dict[str, str], log: Path) ->
 
 
 def stop_server(server: Server) -> None:
-    process = server.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    for stream in (process.stdin, process.stdout):
-        if stream is not None:
-            with contextlib.suppress(OSError):
-                stream.close()
+    stop_process(server.process, timeout=10)
 
 
 # --- the page token of page 50 -----------------------------------------------------------
