@@ -27,8 +27,8 @@ from openjules.engine.forge.push import Author
 from openjules.engine.git import GitError, HttpAuth, redact_url
 from openjules.engine.journal import DatabaseJournal, fail_session
 from openjules.engine.model import NOT_CONFIGURED, Model, ModelConfig, model_config
-from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox, tree_bytes
-from openjules.engine.sandbox.disk import MIB, megabytes
+from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox
+from openjules.engine.sandbox.disk import megabytes
 from openjules.engine.tools.base import ToolContext
 from openjules.engine.workspace import (
     Workspace,
@@ -102,7 +102,7 @@ class SessionWorker:
             await self._fail(session_id, str(exc))
             return
         try:
-            await self._check_size(workspace)
+            await self._check_size(sandbox, workspace)
             await self._run_setup(sandbox, workspace, facts)
             await self._work(
                 session_id, facts, sandbox=sandbox, workspace=workspace, base=base, config=config
@@ -272,11 +272,11 @@ class SessionWorker:
         except (GitError, OSError) as exc:  # only an optimisation: the next clone is slower
             log.warning("could not prepare a spare tree of %s: %s", source.name, exc)
 
-    async def _check_size(self, workspace: Workspace) -> None:
+    async def _check_size(self, sandbox: Sandbox, workspace: Workspace) -> None:
         """A tree over its limit as the run starts (its checkpoint is that large, or the
         limit was lowered) leaves the agent no room to work."""
-        limit = self.settings.workspace_max_mb * MIB
-        used = await asyncio.to_thread(tree_bytes, workspace.tree)
+        limit = sandbox.limits.workspace_bytes
+        used = await asyncio.to_thread(sandbox.workspace_used, workspace.tree)
         if used > limit:
             raise SetupFailed(
                 f"The session's workspace is {megabytes(used)} MB, over its limit of "

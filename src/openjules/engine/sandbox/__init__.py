@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 from openjules.engine.sandbox.bubblewrap import WORKSPACE_MOUNT, BubblewrapSandbox
-from openjules.engine.sandbox.disk import Overrun, tree_bytes
 from openjules.engine.sandbox.process import (
     BASE_ENV,
     CommandResult,
@@ -34,7 +33,6 @@ __all__ = [
     "CommandResult",
     "Limits",
     "NoFreeUid",
-    "Overrun",
     "Sandbox",
     "SandboxKind",
     "SandboxStatus",
@@ -44,7 +42,6 @@ __all__ = [
     "describe_sandbox",
     "sandbox_from_settings",
     "session_sandbox",
-    "tree_bytes",
 ]
 
 # Printed before the server starts: a hanging check must not hold it up for long.
@@ -75,6 +72,10 @@ class Sandbox(Protocol):
 
     def prepare_workspace(self, tree: Path) -> None:
         """Make ``tree`` usable by the commands (before the first ``run``)."""
+        ...
+
+    def workspace_used(self, tree: Path) -> int:
+        """Bytes ``tree`` holds, as the workspace limit counts them."""
         ...
 
     def workspace_room(self, tree: Path) -> int:

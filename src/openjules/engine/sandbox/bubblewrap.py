@@ -4,10 +4,11 @@ What a command gets: the system directories read-only, the session's work tree a
 ``/workspace`` read-write (its size watched, ``disk.py``), a private size-limited ``/tmp``,
 its own PID, IPC, UTS, cgroup and network namespaces (only ``lo``, unless the source allows
 network: then slirp4netns connects it to the outside but never to the host's own
-addresses, ``network.py``), a uid of its session's own (``uids.py``), no capabilities, no user
-namespaces, a seccomp filter refusing what a build never needs (``seccomp.py``), a new
-session (no terminal injection), a minimal environment with none of the server's secrets,
-and limits on CPU time, address space, processes, file size and open files. bubblewrap
+addresses, ``network.py``), on a root server a uid of its session's own (``uids.py``), no
+capabilities, no user namespaces, a seccomp filter refusing what a build never needs
+(``seccomp.py``), a new session (no terminal injection), a minimal environment with none
+of the server's secrets, and limits on CPU time, address space, processes, file size and
+open files. bubblewrap
 reads its options from a file descriptor, so ``/proc/1/cmdline`` inside names none of
 the host's paths. A wall-clock timeout kills the whole process tree: bubblewrap's PID
 namespace dies with it, taking every background child along.
@@ -50,7 +51,6 @@ from openjules.engine.sandbox.process import (
     SandboxStatus,
     SandboxUnavailable,
     close_fd,
-    disk_budget,
     kill_group,
     prlimit_argv,
     require_prlimit,
@@ -103,10 +103,10 @@ class BubblewrapSandbox(ProcessSandbox):
         """Run ``command`` with bash in the sandbox; ``read_only`` mounts the tree read-only
         (the planning phase looks, it does not touch)."""
         limits = limits or self.limits
-        budget = await disk_budget(workspace, limits, writable=not read_only, meter=self.meter)
-        user = run_as(self.uid, self.gid)
         if network and slirp4netns() is None:
             return CommandResult(exit_code=NOT_STARTED_EXIT_CODE, output=f"[{SLIRP_MISSING}]")
+        budget = None if read_only else await self.disk_budget(workspace, limits)
+        user = run_as(self.uid, self.gid)
         # With network, the command waits until its network is up.
         gate = StartGate() if network else None
         started = time.monotonic()
@@ -299,10 +299,11 @@ def _namespace_args(*, privileged: bool) -> list[str]:
         return ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     # As root, bubblewrap makes no user namespace: it unshares the others one by one and
     # keeps only what setpriv needs to switch to the sandbox uid.
-    args = [
+    return [
         "--unshare-ipc",
         "--unshare-pid",
         "--unshare-uts",
+        "--unshare-net",
         "--unshare-cgroup-try",
         "--cap-drop",
         "ALL",
@@ -311,7 +312,6 @@ def _namespace_args(*, privileged: bool) -> list[str]:
         "--cap-add",
         "CAP_SETGID",
     ]
-    return [*args, "--unshare-net"]
 
 
 def _system_mounts(*, tmp_bytes: int) -> list[str]:

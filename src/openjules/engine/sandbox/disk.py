@@ -121,7 +121,7 @@ def measure(tree: Path) -> Measure:
 def no_room(*, limit_bytes: int, room_bytes: int, growth: int) -> str | None:
     """Why a host-side write (the file tools) that grows the tree by ``growth`` bytes must
     not happen, or None: the tree's limit holds for them as for commands."""
-    if growth <= 0 or growth <= room_bytes:
+    if growth <= room_bytes:
         return None
     return (
         f"The workspace is at its limit of {megabytes(limit_bytes)} MB "
@@ -148,8 +148,14 @@ class DiskMeter:
             # Only while the estimate cannot change the command's file-size limit.
             if bound + file_cap <= limit_bytes:
                 start = replace(recent, used=bound, filesystem_used=filesystem, at=now)
-                return DiskBudget(tree, limit_bytes=limit_bytes, start=start, meter=self)
-        return DiskBudget(tree, limit_bytes=limit_bytes, start=measure(tree), meter=self)
+                return DiskBudget(
+                    tree, limit_bytes=limit_bytes, file_cap=file_cap, start=start, meter=self
+                )
+        walked = measure(tree)
+        self.remember(tree, walked)
+        return DiskBudget(
+            tree, limit_bytes=limit_bytes, file_cap=file_cap, start=walked, meter=self
+        )
 
     def remember(self, tree: Path, last: Measure) -> None:
         with self._lock:
@@ -161,10 +167,11 @@ class DiskBudget:
     watch while it runs, and the verdict after."""
 
     def __init__(
-        self, tree: Path, *, limit_bytes: int, start: Measure, meter: DiskMeter | None = None
+        self, tree: Path, *, limit_bytes: int, file_cap: int, start: Measure, meter: DiskMeter
     ) -> None:
         self.tree = tree
         self.limit_bytes = limit_bytes
+        self.file_cap = file_cap
         self.meter = meter
         self.start = start
         self.last = self.start
@@ -174,9 +181,9 @@ class DiskBudget:
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def file_bytes(self, cap: int) -> int:
-        """RLIMIT_FSIZE for the command: ``cap``, or less to fit the room left."""
-        return min(cap, max(self.threshold - self.start.used, MIN_FILE_BYTES))
+    def file_bytes(self) -> int:
+        """RLIMIT_FSIZE for the command: the file-size cap, or less to fit the room left."""
+        return min(self.file_cap, max(self.threshold - self.start.used, MIN_FILE_BYTES))
 
     def room_bytes(self) -> int:
         return max(0, self.limit_bytes - self.start.used)
@@ -201,8 +208,7 @@ class DiskBudget:
             or self._may_have_grown_over(self.last)
         ):
             self.last = measure(self.tree)
-        if self.meter is not None:
-            self.meter.remember(self.tree, self.last)
+        self.meter.remember(self.tree, self.last)
         if self.tripped or self.last.used > self.limit_bytes:
             return Overrun(
                 limit_bytes=self.limit_bytes, used_bytes=self.last.used, stopped=self.tripped

@@ -62,10 +62,10 @@ class UplinkFailed(RuntimeError):
     """The sandbox's network could not be set up; the message says why."""
 
 
-def host_addresses(fib_trie: Path = FIB_TRIE) -> list[str]:
+def host_addresses() -> list[str]:
     """The host's own IPv4 addresses, loopback aside (which slirp4netns already refuses)."""
     try:
-        lines = fib_trie.read_text().splitlines()
+        lines = FIB_TRIE.read_text().splitlines()
     except OSError:
         return []
     found: dict[str, None] = {}

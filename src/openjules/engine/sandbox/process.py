@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
-from openjules.engine.sandbox.disk import MIB, DiskBudget, DiskMeter, Overrun
+from openjules.engine.sandbox.disk import MIB, DiskBudget, DiskMeter, Overrun, megabytes
 from openjules.settings import Settings
 
 BASE_ENV = {
@@ -129,21 +129,9 @@ def require_prlimit() -> None:
         raise SandboxUnavailable(PRLIMIT_MISSING)
 
 
-async def disk_budget(
-    workspace: Path, limits: Limits, *, writable: bool, meter: DiskMeter
-) -> DiskBudget | None:
-    """The work tree's limit for one command, or None when the command cannot write to
-    the tree."""
-    if not writable:
-        return None
-    return await asyncio.to_thread(
-        meter.budget, workspace, limit_bytes=limits.workspace_bytes, file_cap=limits.file_bytes
-    )
-
-
 def prlimit_argv(limits: Limits, budget: DiskBudget | None = None) -> list[str]:
     # A file may not outgrow the room left in the work tree; the watch stops many files.
-    file_bytes = budget.file_bytes(limits.file_bytes) if budget else limits.file_bytes
+    file_bytes = budget.file_bytes() if budget else limits.file_bytes
     return [
         tool("prlimit"),
         f"--cpu={limits.cpu_seconds}",
@@ -219,18 +207,18 @@ async def supervise(
     output = collector.text()
     if timed_out:
         output += f"\n[command timed out after {limits.wall_seconds:g}s and was killed]"
-    if overrun is not None:
-        output += f"\n[{overrun.message()}]"
-    elif (
-        budget is not None
-        and budget.file_bytes(limits.file_bytes) < limits.file_bytes
+    # An overrun is the caller's to report (the shell tool, the setup script).
+    if (
+        overrun is None
+        and budget is not None
+        and budget.file_bytes() < limits.file_bytes
         and any(sign in output for sign in FILE_SIZE_ERRORS)
     ):
         # The command hit the file-size limit the room left imposed, which says only "File
         # too large": say where that limit came from.
         output += (
-            f"\n[The workspace has {budget.room_bytes() // MIB} MB left of its limit of "
-            f"{limits.workspace_bytes // MIB} MB: no file can grow past that.]"
+            f"\n[The workspace has {megabytes(budget.room_bytes())} MB left of its limit of "
+            f"{megabytes(limits.workspace_bytes)} MB: no file can grow past that.]"
         )
     return CommandResult(
         exit_code=process.returncode if process.returncode is not None else -1,
@@ -285,7 +273,8 @@ class Output:
 
 @dataclass(frozen=True)
 class ProcessSandbox:
-    """What both sandboxes share: limits, and the uid a root server's commands run as."""
+    """What both sandboxes share: limits, the uid a root server's commands run as, and the
+    measures of the work trees they write to."""
 
     limits: Limits = field(default_factory=Limits)
     # Used only when the server runs as root; None keeps the caller's uid.
@@ -295,10 +284,22 @@ class ProcessSandbox:
     # The work trees' last measures (one sandbox serves one session's run).
     meter: DiskMeter = field(default_factory=DiskMeter, compare=False, repr=False)
 
+    async def disk_budget(self, tree: Path, limits: Limits) -> DiskBudget:
+        """One command's share of ``tree``'s limit (it may walk the tree, in a thread)."""
+        return await asyncio.to_thread(
+            self.meter.budget, tree, limit_bytes=limits.workspace_bytes, file_cap=limits.file_bytes
+        )
+
+    def workspace_used(self, tree: Path) -> int:
+        """Bytes ``tree`` holds, as the limit counts them (blocking: it may walk the tree)."""
+        return self._measured(tree).start.used
+
     def workspace_room(self, tree: Path) -> int:
         """Bytes ``tree`` may still grow by (blocking: it may walk the tree)."""
-        limit = self.limits.workspace_bytes
-        return self.meter.budget(tree, limit_bytes=limit, file_cap=0).room_bytes()
+        return self._measured(tree).room_bytes()
+
+    def _measured(self, tree: Path) -> DiskBudget:
+        return self.meter.budget(tree, limit_bytes=self.limits.workspace_bytes, file_cap=0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:

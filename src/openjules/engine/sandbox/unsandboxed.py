@@ -21,7 +21,6 @@ from openjules.engine.sandbox.process import (
     Limits,
     ProcessSandbox,
     SandboxStatus,
-    disk_budget,
     prlimit_argv,
     require_prlimit,
     run_as,
@@ -57,7 +56,7 @@ class UnsandboxedSandbox(ProcessSandbox):
         """Run ``command`` with bash in ``workspace``, under the limits only."""
         limits = limits or self.limits
         # Nothing keeps even a "read-only" command from writing here.
-        budget = await disk_budget(workspace, limits, writable=True, meter=self.meter)
+        budget = await self.disk_budget(workspace, limits)
         started = time.monotonic()
         process = await spawn(
             [*prlimit_argv(limits, budget), "/bin/bash", "-c", command],

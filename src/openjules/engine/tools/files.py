@@ -238,11 +238,11 @@ class WriteFile(Tool):
             _refuse_git_dir(root, path, args.path)
             if path.is_dir():
                 return error(f"{args.path} is a directory")
-            _make_dirs(path.parent)
-            created = not os.path.lexists(path)
             problem = _no_room(ctx, root, growth=len(data) - _size(path))
             if problem:
                 return error(problem)
+            _make_dirs(path.parent)
+            created = not os.path.lexists(path)
             with _open_regular(path, os.O_RDWR | os.O_CREAT) as stream:
                 if created:
                     _adopt_owner(path)
