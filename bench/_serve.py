@@ -85,7 +85,11 @@ def main() -> None:
     if args.app == "openjules":
         serve_openjules(args, sock)
         return
-    config = uvicorn.Config(bare_app(), log_level="warning", access_log=False, lifespan="on")
+    # The same HTTP server configuration as openjules (its protocol, timeouts and limits).
+    from openjules.server import uvicorn_config
+    from openjules.settings import Settings
+
+    config = uvicorn_config(bare_app(), settings=Settings(), log_level="warning")
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from typing import Any
 import httpx
 
 from _process import stop_process
+from openjules.http_protocol import raise_open_files_limit
 from openjules.settings import Settings
 from openjules.store.migrate import upgrade_to_head
 from openjules.testing import provision_user
@@ -115,8 +115,8 @@ def running_server(tmp: Path, name: str, env: dict[str, str] | None = None) -> I
     url = f"sqlite+aiosqlite:///{data / 'openjules.db'}"
     upgrade_to_head(url)
     key = provision_user(Settings(data_dir=data, database_url=url), name="bench")
-    child_env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
-    child_env.update(env or {})
+    # main() has taken every OPENJULES_ variable out of the environment.
+    child_env = {**os.environ, **(env or {})}
     stderr = tmp / f"{name}.err"
     server_args = ["--database-url", url, "--data-dir", str(data)]
     with stderr.open("wb") as err:
@@ -314,11 +314,8 @@ def percentile(values: Sequence[float], p: int) -> float:
 
 
 def raise_own_open_files(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise BenchError(f"needs {needed} open files; the hard limit is {hard}")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    if raise_open_files_limit() < needed:
+        raise BenchError(f"needs {needed} open files; the hard limit is lower")
 
 
 def bench_slow(tmp: Path, sizes: Sizes) -> bool:

@@ -29,7 +29,7 @@ from openjules._errors import (
     Unavailable,
 )
 from openjules.api.responses import JSONBytes
-from openjules.store.database import DatabaseUnavailable, is_connection_failure, unavailable
+from openjules.store.database import as_unavailable
 
 log = logging.getLogger("openjules.api")
 PROTO_PACKAGE = "type.googleapis.com/google.labs.jules.v1alpha"
@@ -217,9 +217,9 @@ class ErrorBoundary:
 
 def _error_for(scope: Scope, exc: Exception) -> APIError:
     where = f"{scope.get('method')} {scope.get('path')}"
-    if is_connection_failure(exc):
+    if outage := as_unavailable(exc):
         log.warning("database unavailable on %s: %s", where, exc)
-        return exc if isinstance(exc, DatabaseUnavailable) else unavailable(exc)
+        return outage
     log.error("unhandled error on %s", where, exc_info=exc)
     return Internal("Internal error. The server log has the details.")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._errors import APIError
 from openjules.settings import Settings, SettingsError, load_settings
+from openjules.store.database import sqlite_path
 from openjules.store.oneshot import run_write
 
 T = TypeVar("T")
@@ -120,12 +120,9 @@ def _check_directory(path: Path, subject: str) -> None:
 def sqlite_file(settings: Settings) -> Path | None:
     """The SQLite database file the settings name, if the database is SQLite."""
     try:
-        url = make_url(settings.resolved_database_url())
+        return sqlite_path(settings.resolved_database_url())
     except ArgumentError:
         return None
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database or "")
 
 
 @contextmanager

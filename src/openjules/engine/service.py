@@ -3,7 +3,7 @@ session worker that runs the agent, and the runner that decides when and where s
 run. ``openjules serve``, ``openjules worker`` and the test kit all start it this way::
 
     async with EngineService(settings=settings) as engine:
-        app = create_app(settings, runner=engine.runner)
+        app = create_app(settings, runner=engine.runner, database=engine.db)
 """
 
 from __future__ import annotations
@@ -61,8 +61,12 @@ class EngineService:
     async def start(self) -> None:
         # While the engine runs, `openjules restore` must see the database in use, even
         # when no pooled connection happens to be open (an idle server has none).
-        self._held.enter_context(keep_open(self.settings.resolved_database_url()))
-        await self.runner.start()
+        self._held.enter_context(keep_open(self.db.url))
+        try:
+            await self.runner.start()
+        except BaseException:
+            self._held.close()
+            raise
 
     async def stop(self) -> None:
         try:

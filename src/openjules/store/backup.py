@@ -28,8 +28,8 @@ from datetime import datetime
 from pathlib import Path
 
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
 
+from openjules.store.database import DEFAULT_BUSY_TIMEOUT_S, sqlite_path
 from openjules.store.migrate import alembic_config, upgrade_to_head
 
 # Pages copied per backup step (4 MiB at the default page size): the unit of progress.
@@ -38,7 +38,7 @@ STEP_PAGES = 1024
 # server holds the database open.
 LOCK_TIMEOUT_S = 2.0
 # How long the copy's reads wait behind a writer (as long as the server's own busy timeout).
-READ_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = DEFAULT_BUSY_TIMEOUT_S
 SQLITE_HEADER = b"SQLite format 3\x00"
 # What makes a database an openjules one (besides Alembic's version table).
 REQUIRED_TABLES = frozenset({"alembic_version", "sessions", "activities", "users", "api_keys"})
@@ -155,11 +155,11 @@ def keep_open(url: str) -> Iterator[None]:
     """Hold the SQLite database at ``url`` open while the context runs (nothing for other
     databases), so that ``restore_database`` sees this process and refuses. A server's
     pooled connections are not enough: an idle server may have none open."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    file = sqlite_path(url)
+    if file is None:
         yield
         return
-    with closing(sqlite3.connect(parsed.database or "", isolation_level=None)) as conn:
+    with closing(sqlite3.connect(file, isolation_level=None)) as conn:
         # In WAL mode (the server's) an open connection keeps a shared lock on the file,
         # even between transactions; in rollback-journal mode it would hold none.
         conn.execute(f"PRAGMA busy_timeout={int(READ_TIMEOUT_S * 1000)}")

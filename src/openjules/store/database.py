@@ -2,8 +2,9 @@
 
 Two promises to the callers of ``read()`` and ``write()``:
 
-- On SQLite, writes of this process never fail with "database is locked": they take
-  turns on one fair, asynchronous lock (a queue in the event loop) before they open a
+- On SQLite, writes through one ``Database`` never fail with "database is locked" (a
+  process has one: the API and the engine share it): they take turns on one fair,
+  asynchronous lock (a queue in the event loop) before they open a
   transaction, so at most one connection of the process ever waits on SQLite's own lock.
   SQLite's busy timeout is left as the backstop for writers in *other* processes (an
   ``openjules worker`` beside the server, the CLI).
@@ -112,6 +113,13 @@ def unavailable(cause: BaseException | None = None) -> DatabaseUnavailable:
     return error
 
 
+def as_unavailable(exc: BaseException) -> DatabaseUnavailable | None:
+    """``exc`` as the 503 it means when it is a connection-class failure, else None."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
+    return unavailable(exc) if is_connection_failure(exc) else None
+
+
 class Database:
     """Two engines on one database: autocommit reads and transactional writes.
 
@@ -152,9 +160,8 @@ class Database:
         # FIFO: a writer that waits is served before any writer that comes later.
         self._write_turn = asyncio.Lock()
         self._writer: asyncio.Task[Any] | None = None
-        self._wal_path: Path | None = None
-        if self.is_sqlite and parsed.database not in (None, "", ":memory:"):
-            self._wal_path = Path(f"{parsed.database}-wal")
+        file = sqlite_path(url)
+        self._wal_path = Path(f"{file}-wal") if file else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -236,12 +243,11 @@ def _translated() -> Iterator[None]:
     """Connection-class failures become ``DatabaseUnavailable``; the rest propagate."""
     try:
         yield
-    except DatabaseUnavailable:
-        raise
     except Exception as exc:
-        if is_connection_failure(exc):
-            raise unavailable(exc) from exc
-        raise
+        outage = as_unavailable(exc)
+        if outage is None or outage is exc:
+            raise
+        raise outage from exc
 
 
 @asynccontextmanager
@@ -261,11 +267,18 @@ async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         await conn.close()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database or "")
+
+
 def ensure_sqlite_directory(url: str) -> None:
     """SQLite creates the file but not its directory."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database or "").parent.mkdir(parents=True, exist_ok=True)
+    if file := sqlite_path(url):
+        file.parent.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass(frozen=True, kw_only=True)

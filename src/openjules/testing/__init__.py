@@ -8,6 +8,7 @@
 - ``FakeModel``: a scripted OpenAI-compatible Chat Completions server (``fake_model``).
 - ``FakeGitHub``: GitHub's REST API and git over HTTP, backed by real bare repositories,
   with injectable failures (``fake_github``).
+- ``TcpProxy``: a TCP link (e.g. to PostgreSQL) that a test can cut and restore.
 """
 
 from openjules.testing.fake_github import FakeGitHub, Operation, PullRecord
@@ -18,7 +19,7 @@ from openjules.testing.server import (
     register_github_source,
     register_source,
 )
-from openjules.testing.tcp_proxy import TcpProxy as TcpProxy  # a TCP link that can be cut
+from openjules.testing.tcp_proxy import TcpProxy
 
 __all__ = [
     "FakeGitHub",
@@ -29,6 +30,7 @@ __all__ = [
     "PullRecord",
     "Reply",
     "Stall",
+    "TcpProxy",
     "ToolCall",
     "provision_user",
     "register_github_source",

@@ -32,7 +32,7 @@ class Crash(RuntimeError):
 class APIServer(BackgroundServer):
     def __init__(self, settings: Settings, *, crash_route: bool = False) -> None:
         self._crash_route = crash_route
-        self._server = ThreadedUvicorn(self._app, name="openjules-api-only")
+        self._server = ThreadedUvicorn(self._app, name="openjules-api-only", settings=settings)
         self.url = self._server.url
         self.api = f"{self.url}/v1alpha"
         self.settings: Settings = settings.model_copy(

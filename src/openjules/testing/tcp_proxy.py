@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, Self
 
+from openjules.server import bind
 from openjules.testing.lifecycle import Background
 
 START_TIMEOUT_S = 10.0
@@ -37,7 +37,6 @@ class TcpProxy(Background):
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._streams: set[asyncio.StreamWriter] = set()
-        self.connections_made = 0
 
     # --- control, from any thread -----------------------------------------------------
 
@@ -69,10 +68,6 @@ class TcpProxy(Background):
         """Listen again, on the same port."""
         self._call(self._listen())
 
-    @property
-    def is_cut(self) -> bool:
-        return self._server is None
-
     def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
         assert self._loop is not None, "start() the proxy first"
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -83,11 +78,8 @@ class TcpProxy(Background):
     async def _listen(self) -> None:
         if self._server is not None:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # The port is taken again on restore() while old connections may be in TIME_WAIT.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
+        # The same port again on restore(): bind() reuses it past old TIME_WAIT connections.
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         self._server = await asyncio.start_server(self._forward, sock=sock)
 
@@ -109,7 +101,6 @@ class TcpProxy(Background):
         except OSError:
             writer.transport.abort()
             return
-        self.connections_made += 1
         self._streams.update((writer, up_writer))
         try:
             await asyncio.gather(
