@@ -54,7 +54,6 @@ from openjules.engine.sandbox.process import (
     kill_group,
     prlimit_argv,
     require_prlimit,
-    run_as,
     spawn,
     supervise,
     tool,
@@ -106,7 +105,7 @@ class BubblewrapSandbox(ProcessSandbox):
         if network and slirp4netns() is None:
             return CommandResult(exit_code=NOT_STARTED_EXIT_CODE, output=f"[{SLIRP_MISSING}]")
         budget = None if read_only else await self.disk_budget(workspace, limits)
-        user = run_as(self.uid, self.gid)
+        user = self.user
         # With network, the command waits until its network is up.
         gate = StartGate() if network else None
         started = time.monotonic()
@@ -213,7 +212,7 @@ class BubblewrapSandbox(ProcessSandbox):
         tmp_bytes: int,
         files: _Files,
     ) -> list[str]:
-        privileged = run_as(self.uid, self.gid) is not None
+        privileged = self.user is not None
         # The host's resolver may be on its loopback, which a sandbox cannot reach.
         resolv_conf = sandbox_resolv_conf() if network else None
         return [
@@ -248,7 +247,7 @@ class BubblewrapSandbox(ProcessSandbox):
         return SandboxStatus(
             ok=True,
             line=f"sandbox: {version}, checked by running a command"
-            + describe_users(settings, run_as(sandbox.uid, sandbox.gid))
+            + describe_users(settings, sandbox.user)
             + describe_network(),
         )
 

@@ -311,6 +311,12 @@ class ProcessSandbox:
             gid=settings.sandbox_gid,
         )
 
+    @property
+    def user(self) -> RunAs | None:
+        """Whom commands run as; None: the server's own uid (it is not root, or no uid)."""
+        user = run_as(self.uid, self.gid)
+        return replace(user, accounts=self.accounts) if user else None
+
     def with_user(self, user: RunAs | None) -> Self:
         """This sandbox with commands running as ``user`` (None: the server's uid)."""
         if user is None:
@@ -320,4 +326,4 @@ class ProcessSandbox:
     def prepare_workspace(self, tree: Path) -> None:
         """Give the sandbox uid ownership of the work tree (root servers only); the tree
         may be one an earlier run's uid owned."""
-        chown_tree(tree, run_as(self.uid, self.gid))
+        chown_tree(tree, self.user)

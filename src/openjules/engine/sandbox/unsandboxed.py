@@ -23,7 +23,6 @@ from openjules.engine.sandbox.process import (
     SandboxStatus,
     prlimit_argv,
     require_prlimit,
-    run_as,
     spawn,
     supervise,
 )
@@ -63,7 +62,7 @@ class UnsandboxedSandbox(ProcessSandbox):
             env={**BASE_ENV, **(env or {})},
             cwd=workspace,
             # Without bubblewrap and setpriv, a root server's commands drop uid at exec.
-            user=run_as(self.uid, self.gid),
+            user=self.user,
         )
         return await supervise(process, limits=limits, started=started, budget=budget)
 
