@@ -149,6 +149,20 @@ class Settings(BaseSettings):
     workers: int = Field(default=2, ge=0)
     lease_seconds: float = 30.0
 
+    # Live sessions. A comment line is sent on every open stream this often, so proxies
+    # and clients can tell a quiet stream from a dead one.
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0)
+    # SQLite only: how often a process looks for changes other processes made (workers in
+    # another process); PostgreSQL pushes them (LISTEN/NOTIFY).
+    change_poll_seconds: float = Field(default=0.25, gt=0)
+    # Webhooks: the delays between delivery attempts (s, m, h); after the last the
+    # delivery is marked failed. The default spans about 32 hours.
+    webhook_retry_schedule: str = "5s,30s,2m,10m,30m,1h,2h,4h,8h,8h,8h"
+    # Allow webhook URLs on loopback, private, link-local or metadata addresses.
+    webhooks_allow_private: bool = False
+    # How long one delivery may take, connecting and reading the answer included.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # GitHub (or GitHub Enterprise: https://HOST/api/v3): registers sources, authenticates
     # clones, fetches and pushes to that host, and opens pull requests. The token is used
     # host-side only; agent commands never see it.

@@ -4,11 +4,7 @@ one worker at a time."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,32 +15,13 @@ import httpx
 import pytest
 
 from openjules.settings import Settings
-from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
+from openjules.testing import FakeModel, LiveServer, provision_user
 from openjules.testing import register_source as register
 from tests.engine.agent_support import needs_bubblewrap
+from tests.engine.worker_support import Worker, call, scripted, turn_of
 from tests.support import TERMINAL, api_client, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
-OPENJULES = str(Path(sys.executable).with_name("openjules"))
-
-
-def turn_of(request: dict[str, Any]) -> int:
-    """How many model turns the transcript already holds: the same after a resume."""
-    return sum(1 for m in request["messages"] if m["role"] == "assistant")
-
-
-def scripted(steps: list[Reply]) -> Any:
-    """A responder that answers by turn number, so a replayed request gets the same reply."""
-
-    def respond(request: dict[str, Any]) -> Reply:
-        return steps[min(turn_of(request), len(steps) - 1)]
-
-    return respond
-
-
-def call(name: str, **arguments: Any) -> Reply:
-    return Reply(tool_calls=[ToolCall(name, arguments)])
-
 
 CRASH_SCRIPT = [
     call("propose_plan", steps=[{"title": "Write two files"}]),
@@ -55,49 +32,6 @@ CRASH_SCRIPT = [
     call("finish", summary="Two files.", commit_message="Add two files"),
 ]
 SHELL_TURN = 2
-
-
-class Worker:
-    """An `openjules worker` subprocess in its own process group."""
-
-    def __init__(
-        self, *, settings: Settings, model: FakeModel, home: Path, concurrency: int = 2
-    ) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
-        env.update(
-            HOME=str(home),
-            OPENJULES_DATABASE_URL=settings.resolved_database_url(),
-            OPENJULES_DATA_DIR=str(home / "data"),
-            OPENJULES_MODEL_BASE_URL=model.base_url,
-            OPENJULES_MODEL_API_KEY="sk-fake",
-            OPENJULES_MODEL="fake-model",
-            OPENJULES_MODEL_MAX_RETRIES="1",
-            # A killed worker's lease expires quickly so the test need not wait long.
-            OPENJULES_LEASE_SECONDS="2",
-        )
-        home.mkdir(parents=True, exist_ok=True)
-        self.log = home / "worker.log"
-        self.process = subprocess.Popen(
-            [OPENJULES, "worker", "--concurrency", str(concurrency)],
-            env=env,
-            stdout=self.log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        """SIGKILL the whole group: the worker and the sandboxed commands it started."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture
@@ -223,7 +157,9 @@ def test_two_workers_share_fifty_sessions_each_run_once_at_a_time(
     assert failed == {}
     for sid in ids:
         assert kinds(list_activities(user, sid)) == [
-            "planGenerated", "planApproved", "sessionCompleted"
+            "planGenerated",
+            "planApproved",
+            "sessionCompleted",
         ]
     # Each session asked the model exactly once per step: no second worker ran it too.
     assert prompts == Counter({f"Task {i}": len(PER_SESSION) for i in range(50)})

@@ -57,6 +57,8 @@ def create_app(
             key_cache=KeyCache(settings.auth_cache_seconds),
             runner=runner,
         )
+        # Live streams hear of every change, whichever process made it.
+        await db.changes.start()
         try:
             yield
         finally:

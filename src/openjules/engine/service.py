@@ -63,6 +63,8 @@ class EngineService:
         # when no pooled connection happens to be open (an idle server has none).
         self._held.enter_context(keep_open(self.db.url))
         try:
+            # Changes made anywhere reach this process (cancel, pause, webhook events).
+            await self.db.changes.start()
             await self.runner.start()
         except BaseException:
             self._held.close()

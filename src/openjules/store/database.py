@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from openjules._errors import Unavailable
+from openjules.store.changes import ORIGIN_KEY, ChangeFeed, take_announced
 from openjules.timing import Part, span
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ DEFAULT_BUSY_TIMEOUT_S = 10.0
 SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_POOL_TIMEOUT_S = 5.0
+DEFAULT_CHANGE_POLL_S = 0.25
 # What a client of the API is told to wait before trying again during an outage.
 RETRY_AFTER_S = 5
 UNAVAILABLE_MESSAGE = "The database is unavailable. Try again later."
@@ -144,6 +146,7 @@ class Database:
         connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_S,
         pool_timeout_seconds: float = DEFAULT_POOL_TIMEOUT_S,
         busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_S,
+        change_poll_seconds: float = DEFAULT_CHANGE_POLL_S,
     ) -> None:
         self.url = url
         parsed = make_url(url)
@@ -162,6 +165,8 @@ class Database:
         self._writer: asyncio.Task[Any] | None = None
         file = sqlite_path(url)
         self._wal_path = Path(f"{file}-wal") if file else None
+        # Who hears about changed sessions in this process (started by whoever needs it).
+        self.changes = ChangeFeed(database=self, poll_seconds=change_poll_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -171,6 +176,7 @@ class Database:
             connect_timeout_seconds=settings.database_connect_timeout_seconds,
             pool_timeout_seconds=settings.database_pool_timeout_seconds,
             busy_timeout_seconds=settings.database_busy_timeout_seconds,
+            change_poll_seconds=settings.change_poll_seconds,
         )
 
     @asynccontextmanager
@@ -181,16 +187,32 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction. The session changes it announced (``store.changes``) are
+        published to this process's listeners once it has committed."""
         with span(Part.DATABASE), _translated():
             if not self.is_sqlite:
-                async with _connected(self.engine) as conn, conn.begin():
-                    yield conn
+                async with _connected(self.engine) as conn:
+                    async with self._announcing(conn), conn.begin():
+                        yield conn
+                    self.changes.publish(take_announced(conn))
                 return
             async with self._sqlite_turn(), _connected(self.engine) as conn:
                 await conn.execution_options(sqlite_immediate=True)
-                async with conn.begin():
+                async with self._announcing(conn), conn.begin():
                     yield conn
+                self.changes.publish(take_announced(conn))
                 await self._bound_wal()
+
+    @asynccontextmanager
+    async def _announcing(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """Mark the transaction as this process's; a rolled-back one announced nothing."""
+        take_announced(conn)  # whatever an earlier user of the pooled connection left
+        conn.info[ORIGIN_KEY] = self.changes.origin
+        try:
+            yield
+        except BaseException:
+            take_announced(conn)
+            raise
 
     @asynccontextmanager
     async def _sqlite_turn(self) -> AsyncIterator[None]:
@@ -234,6 +256,7 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        await self.changes.stop()
         await self.engine.dispose()
         await self.read_engine.dispose()
 

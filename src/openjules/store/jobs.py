@@ -63,6 +63,18 @@ async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
     )
 
 
+async def withdraw(conn: AsyncConnection, *, session_id: str) -> None:
+    """The session wants no more work (cancelled, paused). A job waiting to run is done
+    now; a leased one is left to its worker, which notices the session's state and
+    releases it, so no second worker can start on the session before the first let go."""
+    j = tables.jobs.c
+    await conn.execute(
+        update(tables.jobs)
+        .where(j.session_id == session_id, j.state != JobState.LEASED)
+        .values(state=JobState.DONE, lease_owner=None, lease_expire_time=None)
+    )
+
+
 @dataclass(frozen=True)
 class Lease:
     session_id: str
@@ -137,15 +149,17 @@ async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> LeaseS
         )
         .values(lease_expire_time=now_us() + lease_us)
     )
-    if result.rowcount != 1:
-        return LeaseStatus.LOST
     state = (
         await conn.execute(
             select(tables.sessions.c.state).where(tables.sessions.c.id == lease.session_id)
         )
     ).scalar()
     if state is None or State(state) not in RUNNABLE:
+        # Deleted, cancelled, paused or waiting for a person: whoever holds the job now,
+        # the work is not wanted.
         return LeaseStatus.NOT_RUNNABLE
+    if result.rowcount != 1:
+        return LeaseStatus.LOST
     return LeaseStatus.HELD
 
 

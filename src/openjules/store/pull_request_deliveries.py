@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._types import PullRequest
-from openjules.store import tables
+from openjules.store import changes, tables
 from openjules.store.clock import now_us
 from openjules.store.upsert import upsert
 
@@ -66,8 +66,16 @@ async def save(conn: AsyncConnection, *, session_id: str, record: DeliveryRecord
         },
     )
     if record.pushed_commit is not None:
-        await conn.execute(
-            update(tables.sessions)
-            .where(tables.sessions.c.id == session_id)
-            .values(working_branch=record.branch)
-        )
+        owner_id = (
+            await conn.execute(
+                update(tables.sessions)
+                .where(
+                    tables.sessions.c.id == session_id,
+                    tables.sessions.c.working_branch.is_distinct_from(record.branch),
+                )
+                .values(working_branch=record.branch, update_time=now_us())
+                .returning(tables.sessions.c.owner_id)
+            )
+        ).scalar()
+        if owner_id is not None:  # the session's sourceContext changed: tell its watchers
+            await changes.announce(conn, owner_id=owner_id, session_id=session_id)

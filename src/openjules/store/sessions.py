@@ -20,7 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
 from openjules._types import AutomationMode, CreateSessionRequest, SessionOutput, State
-from openjules.store import jobs, sources, tables
+from openjules.store import changes, jobs, sources, tables, webhook_outbox
 from openjules.store.clock import new_session_id, now_us
 from openjules.store.query import Condition, Filter, Op, filter_clause
 
@@ -163,7 +163,10 @@ async def create(
     }
     await conn.execute(tables.sessions.insert().values(**row))
     await jobs.enqueue(conn, session_id=session_id)
-    return SessionRecord.from_row(row)
+    record = SessionRecord.from_row(row)
+    await changes.announce(conn, owner_id=owner_id, session_id=session_id)
+    await webhook_outbox.record_created(conn, session=record)
+    return record
 
 
 async def get(conn: AsyncConnection, *, owner_id: int, session_id: str) -> SessionRecord:
@@ -275,6 +278,7 @@ async def set_archived(
     )
     if result.rowcount == 0:
         raise NotFound()
+    await changes.announce(conn, owner_id=owner_id, session_id=session_id)
     return await get(conn, owner_id=owner_id, session_id=session_id)
 
 
@@ -294,4 +298,5 @@ async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: st
     for table in SESSION_CHILDREN:
         await conn.execute(delete(table).where(table.c.session_id == session_id))
     await conn.execute(delete(tables.sessions).where(_S.id == session_id))
+    await changes.announce(conn, owner_id=owner_id, session_id=session_id)
 

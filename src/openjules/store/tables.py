@@ -91,7 +91,11 @@ sessions = Table(
     Column("last_activity_time", BigInteger, nullable=False, default=0),
     # The branch the session's changes were pushed to (sourceContext.workingBranch).
     Column("working_branch", String(255), nullable=True),
+    # The state a PAUSED session returns to on resume (QUEUED, PLANNING or IN_PROGRESS).
+    Column("paused_from", String(32), nullable=True),
     Index("ix_sessions_owner_list", "owner_id", "archived", "create_time", "id"),
+    # Other processes' changes are found by update time (the SQLite change poll).
+    Index("ix_sessions_update_time", "update_time"),
 )
 
 activities = Table(
@@ -191,4 +195,69 @@ pull_request_deliveries = Table(
     # The pull request's wire JSON (PullRequest), once one is open.
     Column("pull_request", Text, nullable=True),
     Column("update_time", BigInteger, nullable=False),
+)
+
+# An autoincrementing 64-bit key (SQLite makes only INTEGER PRIMARY KEY the rowid).
+SerialKey = BigInteger().with_variant(Integer(), "sqlite")
+
+# A user's webhook endpoints (an extension of v1alpha): where events about their sessions go.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("url", Text, nullable=False),
+    # JSON list of event types; empty means every type.
+    Column("event_types", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    # The signing secret (whsec_...), shown to its owner once, at creation.
+    Column("secret", String(128), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Index("ix_webhooks_owner_list", "owner_id", "create_time", "id"),
+)
+
+# The outbox: one row per (webhook, event), written in the transaction of the change it
+# reports; ``id`` orders the events of a session.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", SerialKey, primary_key=True, autoincrement=True),
+    Column(
+        "webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False
+    ),
+    # The webhook-id header: the same on every attempt, so receivers can deduplicate.
+    Column("message_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    # The session the event is about (deliveries of one session go in order); no foreign
+    # key: an event outlives a deleted session.
+    Column("session_id", String(20), nullable=True),
+    # JSON the delivery is built from (see store/webhook_outbox).
+    Column("payload", Text, nullable=False),
+    # "pending", "delivered" or "failed".
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_time", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expire_time", BigInteger, nullable=True),
+    Column("create_time", BigInteger, nullable=False),
+    Index("ix_webhook_events_due", "state", "next_attempt_time"),
+    Index("ix_webhook_events_order", "webhook_id", "session_id", "id"),
+)
+
+# Each attempt at a delivery, for GET /v1alpha/webhooks/{id}/deliveries.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", SerialKey, primary_key=True, autoincrement=True),
+    Column(
+        "webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("message_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    # The receiver's HTTP status; NULL when no response came (the error says why).
+    Column("status", Integer, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    Column("time", BigInteger, nullable=False),
+    Index("ix_webhook_attempts_list", "webhook_id", "id"),
 )

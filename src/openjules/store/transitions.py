@@ -1,7 +1,9 @@
 """The session state machine: one table governs every state change.
 
 Each transition locks the session row, checks the table, updates state and times, appends
-its activities and (where the table says so) enqueues a job, all in one transaction.
+its activities, enqueues or withdraws its job where the table says so, announces the change
+(``store.changes``) and records the webhook events it causes (``store.webhook_outbox``),
+all in one transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._errors import FailedPrecondition, NotFound
 from openjules._types import SessionOutput, State
-from openjules.store import activities, jobs, tables
+from openjules.store import activities, changes, jobs, tables, webhook_outbox
 from openjules.store.activities import MIN_ACTIVITY_GAP_US, ActivityRecord, NewActivity
 from openjules.store.clock import now_us
 
@@ -33,16 +35,27 @@ class Event(StrEnum):
     USER_MESSAGED = "user_messaged"
     COMPLETED = "completed"
     FAILED = "failed"
+    # A person's verbs beyond Jules' own (extensions).
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    RESUMED = "resumed"
 
 
 @dataclass(frozen=True)
 class Rule:
     to: State | None  # None: the state does not change
     enqueue: bool = False
+    # The session wants no more work: a job waiting to run is withdrawn (one being run is
+    # left to its worker, which notices and lets go).
+    withdraw: bool = False
+    # Back to the state the session was paused in (``to`` is ignored).
+    unpause: bool = False
 
 
 S = State
 _ACTIVE = (S.QUEUED, S.PLANNING, S.IN_PROGRESS, S.AWAITING_PLAN_APPROVAL, S.AWAITING_USER_FEEDBACK)
+# The states in which the agent works (or is about to): the ones a pause applies to.
+_WORKING = (S.QUEUED, S.PLANNING, S.IN_PROGRESS)
 
 # event -> {from state -> rule}. A (event, state) pair not listed is illegal.
 TRANSITIONS: dict[Event, dict[State, Rule]] = {
@@ -67,13 +80,24 @@ TRANSITIONS: dict[Event, dict[State, Rule]] = {
         S.AWAITING_USER_FEEDBACK: Rule(S.QUEUED, enqueue=True),
         S.COMPLETED: Rule(S.QUEUED, enqueue=True),
         S.FAILED: Rule(S.QUEUED, enqueue=True),
+        # Kept for the model: it reads the message once the session is resumed.
+        S.PAUSED: Rule(None),
     },
     Event.COMPLETED: {S.IN_PROGRESS: Rule(S.COMPLETED)},
     Event.FAILED: {state: Rule(S.FAILED) for state in _ACTIVE},
+    Event.CANCELLED: {state: Rule(S.FAILED, withdraw=True) for state in (*_ACTIVE, S.PAUSED)},
+    Event.PAUSED: {state: Rule(S.PAUSED, withdraw=True) for state in _WORKING},
+    Event.RESUMED: {S.PAUSED: Rule(None, enqueue=True, unpause=True)},
 }
 
 _PRECONDITION_MESSAGES: dict[Event, str] = {
     Event.PLAN_APPROVED: "The session has no plan awaiting approval (state is {state}).",
+    Event.CANCELLED: "The session has already ended (state is {state}); nothing to cancel.",
+    Event.PAUSED: (
+        "Only a session that is queued, planning or in progress can be paused "
+        "(state is {state})."
+    ),
+    Event.RESUMED: "Only a paused session can be resumed (state is {state}).",
 }
 
 
@@ -94,9 +118,10 @@ async def apply(
     owner_id: int | None = None,
 ) -> TransitionResult:
     """Apply ``event`` to the session; raise FAILED_PRECONDITION if the table forbids it."""
+    s = tables.sessions.c
     query = (
-        select(tables.sessions.c.state, tables.sessions.c.last_activity_time)
-        .where(tables.sessions.c.id == session_id)
+        select(s.state, s.last_activity_time, s.owner_id, s.paused_from)
+        .where(s.id == session_id)
         .with_for_update()
     )
     if owner_id is not None:
@@ -112,6 +137,8 @@ async def apply(
         )
         raise FailedPrecondition(template.format(event=event.value, state=previous.value))
     state = rule.to or previous
+    if rule.unpause:
+        state = State(row.paused_from or State.QUEUED.value)
 
     now = now_us()
     at = row.last_activity_time
@@ -126,9 +153,18 @@ async def apply(
         values["last_activity_time"] = at
     if outputs is not None:
         values["outputs"] = json.dumps([o.to_wire() for o in outputs], separators=(",", ":"))
-    await conn.execute(
-        update(tables.sessions).where(tables.sessions.c.id == session_id).values(**values)
-    )
+    if state is S.PAUSED:
+        values["paused_from"] = previous.value
+    elif previous is S.PAUSED:
+        values["paused_from"] = None
+    await conn.execute(update(tables.sessions).where(s.id == session_id).values(**values))
     if rule.enqueue:
         await jobs.enqueue(conn, session_id=session_id)
-    return TransitionResult(previous=previous, state=state, activities=written)
+    if rule.withdraw:
+        await jobs.withdraw(conn, session_id=session_id)
+    result = TransitionResult(previous=previous, state=state, activities=written)
+    await changes.announce(conn, owner_id=row.owner_id, session_id=session_id)
+    await webhook_outbox.record_transition(
+        conn, owner_id=row.owner_id, session_id=session_id, result=result
+    )
+    return result
