@@ -271,6 +271,56 @@ class ListActivitiesResponse(WireModel):
     next_page_token: str = ""
 
 
+# --- webhooks (an extension of v1alpha) ----------------------------------------------
+
+
+class WebhookEventType(StrEnum):
+    """What a webhook can be told about (Standard Webhooks ``type``)."""
+
+    SESSION_CREATED = "session.created"
+    SESSION_STATE_CHANGED = "session.state_changed"
+    SESSION_COMPLETED = "session.completed"
+    SESSION_FAILED = "session.failed"
+    ACTIVITY_CREATED = "activity.created"
+    PULL_REQUEST_OPENED = "pull_request.opened"
+    WEBHOOK_TEST = "webhook.test"
+
+
+class Webhook(WireModel):
+    name: str = ""
+    id: str = ""
+    url: str = ""
+    # Empty: every event type.
+    event_types: list[WebhookEventType] = []
+    description: str = ""
+    create_time: str = ""
+    # The signing secret (``whsec_…``): only in the answer to webhooks.create.
+    secret: str = ""
+
+
+class ListWebhooksResponse(WireModel):
+    webhooks: list[Webhook] = []
+    next_page_token: str = ""
+
+
+class WebhookDelivery(WireModel):
+    """One attempt at delivering an event."""
+
+    # The event's ``webhook-id`` header: the same on every attempt of one event.
+    webhook_id: str = ""
+    event_type: str = ""
+    attempt: int = 0
+    # The receiver's HTTP status; absent when no answer came (``error`` says why).
+    status: int = 0
+    error: str = ""
+    time: str = ""
+
+
+class ListWebhookDeliveriesResponse(WireModel):
+    deliveries: list[WebhookDelivery] = []
+    next_page_token: str = ""
+
+
 # --- request bodies ------------------------------------------------------------------
 
 
@@ -306,6 +356,19 @@ class CreateSessionRequest(RequestModel):
     url: Any = None
     outputs: Any = None
     archived: Any = None
+
+
+class CreateWebhookRequest(RequestModel):
+    """Body of ``webhooks.create``. Event types are checked by the server (naming the
+    unknown one); output-only fields are accepted and ignored, as on sessions.create."""
+
+    url: str | None = None
+    event_types: list[str] | None = None
+    description: str | None = None
+    name: Any = None
+    id: Any = None
+    create_time: Any = None
+    secret: Any = None
 
 
 class SendMessageRequest(RequestModel):

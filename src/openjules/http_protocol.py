@@ -16,6 +16,10 @@ a client nothing), answered ``503 UNAVAILABLE`` with ``Retry-After`` as soon as 
 request headers arrive, and closed; it gets a short deadline for those headers, and
 beyond a hard ceiling a connection is closed at once, so descriptors stay bounded
 whatever clients do.
+
+A connection in the middle of a response, an event stream (``alt=sse``) open for hours
+included, is neither waiting for a request nor idle: no deadline runs and it is never
+the one evicted.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ OVERFLOW_MIN = 64
 REFUSED_HEADER_SECONDS = 5.0
 # Retry-After of the 503: slots free as soon as any connection ends.
 REFUSED_RETRY_AFTER_SECONDS = 1
+# At shutdown, a response still in flight whose client has not read what was sent for
+# this long is cut (uvicorn would otherwise wait for it forever).
+SHUTDOWN_GRACE_SECONDS = 5.0
 # At most one line per this many seconds for each kind of repeated network error.
 LOG_INTERVAL_SECONDS = 10.0
 RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -230,6 +237,23 @@ class LimitedH11Protocol(H11Protocol):
         self._disarm()
         self._release()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is shutting down: uvicorn lets a response in flight finish (an
+        event stream is ended by the app) and waits for it. One whose client stopped
+        reading would never finish, so it is cut after a grace period."""
+        super().shutdown()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.loop.call_later(SHUTDOWN_GRACE_SECONDS, self._cut_if_stalled)
+
+    def _cut_if_stalled(self) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or self.transport.is_closing():
+            return
+        if self.flow.write_paused:  # the client is not taking what is sent
+            self.transport.abort()
+        else:
+            self.loop.call_later(SHUTDOWN_GRACE_SECONDS, self._cut_if_stalled)
 
     def _release(self) -> None:
         if self._served:

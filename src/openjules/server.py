@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from openjules.api import create_app
+from openjules.api import create_app, end_streams
 from openjules.engine.service import EngineService
 from openjules.http_protocol import (
     ConnectionLimits,
@@ -88,7 +88,8 @@ def uvicorn_config(app: ASGIApp, *, settings: Settings, log_level: str = "info")
 class Uvicorn(uvicorn.Server):
     """uvicorn where the caller owns the shutdown: a signal ends serving and ``serve()``
     returns (uvicorn would re-raise the signal, killing the process before the engine has
-    stopped). ``on_listening`` runs once the socket accepts connections."""
+    stopped), and the app's open event streams end cleanly first. ``on_listening`` runs
+    once the socket accepts connections."""
 
     def __init__(
         self, config: uvicorn.Config, *, on_listening: Callable[[], None] | None = None
@@ -115,6 +116,12 @@ class Uvicorn(uvicorn.Server):
         await super().startup(sockets=sockets)
         if self.started and not self.should_exit and self.on_listening is not None:
             self.on_listening()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Open event streams end first: uvicorn waits for every response in flight, and a
+        # stream would otherwise never finish (the app hears of the shutdown only after).
+        end_streams(self.config.app)
+        await super().shutdown(sockets=sockets)
 
 
 @asynccontextmanager

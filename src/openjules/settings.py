@@ -7,6 +7,7 @@ and ``load_settings`` says which one, its value and what is expected.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -155,8 +156,8 @@ class Settings(BaseSettings):
     # SQLite only: how often a process looks for changes other processes made (workers in
     # another process); PostgreSQL pushes them (LISTEN/NOTIFY).
     change_poll_seconds: float = Field(default=0.25, gt=0)
-    # Webhooks: the delays between delivery attempts (s, m, h); after the last the
-    # delivery is marked failed. The default spans about 32 hours.
+    # Webhooks: the delays between delivery attempts (ms, s, m, h; decimals allowed);
+    # after the last the delivery is marked failed. The default spans about 32 hours.
     webhook_retry_schedule: str = "5s,30s,2m,10m,30m,1h,2h,4h,8h,8h,8h"
     # Allow webhook URLs on loopback, private, link-local or metadata addresses.
     webhooks_allow_private: bool = False
@@ -188,6 +189,12 @@ class Settings(BaseSettings):
                 raise ValueError("expected an http:// or https:// URL with a host")
         return value
 
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        parse_durations(value)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _usable_database(cls, value: str) -> str:
@@ -214,6 +221,33 @@ class Settings(BaseSettings):
         if self.public_base_url:
             return self.public_base_url.rstrip("/")
         return f"http://{self.host}:{self.port}"
+
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """``webhook_retry_schedule`` in seconds."""
+        return parse_durations(self.webhook_retry_schedule)
+
+
+# A duration of the retry schedule: a decimal number and a unit.
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)", re.ASCII)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_SCHEDULE_ENTRIES = 100
+
+
+def parse_durations(text: str) -> tuple[float, ...]:
+    """``"200ms,1.5s,2m,1h"`` in seconds; ValueError naming the entry that is not one."""
+    entries = [entry.strip() for entry in text.split(",")]
+    if len(entries) > MAX_SCHEDULE_ENTRIES:
+        raise ValueError(f"expected at most {MAX_SCHEDULE_ENTRIES} delays")
+    delays: list[float] = []
+    for entry in entries:
+        match = _DURATION.fullmatch(entry)
+        if match is None:
+            raise ValueError(
+                f"{entry!r} is not a delay: expected comma-separated delays such as 5s,30s,2m,1h "
+                "(units ms, s, m, h)"
+            )
+        delays.append(float(match[1]) * _UNIT_SECONDS[match[2]])
+    return tuple(delays)
 
 
 class SettingsError(ValueError):

@@ -27,6 +27,18 @@ METHODS = {
     "sources.list": ("GET", "v1alpha/sources"),
 }
 LIST_METHODS = ("sessions.list", "sessions.activities.list", "sources.list")
+# openjules' extensions: verbs beyond Jules' own, and webhooks.
+EXTENSIONS = {
+    "sessions.cancel": ("POST", "v1alpha/{+name}:cancel"),
+    "sessions.pause": ("POST", "v1alpha/{+name}:pause"),
+    "sessions.resume": ("POST", "v1alpha/{+name}:resume"),
+    "webhooks.create": ("POST", "v1alpha/webhooks"),
+    "webhooks.list": ("GET", "v1alpha/webhooks"),
+    "webhooks.get": ("GET", "v1alpha/{+name}"),
+    "webhooks.delete": ("DELETE", "v1alpha/{+name}"),
+    "webhooks.test": ("POST", "v1alpha/{+name}:test"),
+    "webhooks.deliveries.list": ("GET", "v1alpha/{+parent}/deliveries"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +77,21 @@ def _refs(node: Any) -> set[str]:
     return set()
 
 
-def test_discovery_lists_exactly_the_twelve_methods(discovery: dict[str, Any]) -> None:
+def test_discovery_lists_the_twelve_methods_and_the_extensions(discovery: dict[str, Any]) -> None:
     assert discovery["kind"] == "discovery#restDescription"
     assert discovery["version"] == "v1alpha"
-    assert set(discovery["resources"]) == {"sessions", "sources"}
+    assert set(discovery["resources"]) == {"sessions", "sources", "webhooks"}
     methods = _methods(discovery["resources"])
-    assert {k: (m["httpMethod"], m["path"]) for k, m in methods.items()} == METHODS
+    assert {k: (m["httpMethod"], m["path"]) for k, m in methods.items()} == {
+        **METHODS,
+        **EXTENSIONS,
+    }
+    for verb in ("cancel", "pause", "resume"):
+        assert methods[f"sessions.{verb}"]["response"] == {"$ref": "Session"}
+    assert methods["webhooks.create"]["request"] == {"$ref": "Webhook"}
+    assert "secret" in discovery["schemas"]["Webhook"]["properties"]
+    # Google's standard `alt` parameter, with the event streams.
+    assert discovery["parameters"]["alt"]["enum"] == ["json", "sse"]
     for name, method in methods.items():
         assert method["id"].endswith(name), method["id"]
         for param in re.findall(r"\{\+(\w+)\}", method["path"]):
@@ -86,13 +107,35 @@ def test_discovery_lists_exactly_the_twelve_methods(discovery: dict[str, Any]) -
 def test_discovery_schemas(discovery: dict[str, Any]) -> None:
     schemas = discovery["schemas"]
     session = schemas["Session"]["properties"]
-    assert {"name", "id", "prompt", "sourceContext", "title", "createTime", "updateTime",
-            "state", "url", "outputs", "archived"} <= set(session)
+    assert {
+        "name",
+        "id",
+        "prompt",
+        "sourceContext",
+        "title",
+        "createTime",
+        "updateTime",
+        "state",
+        "url",
+        "outputs",
+        "archived",
+    } <= set(session)
     assert "COMPLETED" in session["state"]["enum"]
     activity = schemas["Activity"]["properties"]
-    assert {"name", "id", "createTime", "originator", "artifacts", "agentMessaged",
-            "userMessaged", "planGenerated", "planApproved", "progressUpdated",
-            "sessionCompleted", "sessionFailed"} <= set(activity)
+    assert {
+        "name",
+        "id",
+        "createTime",
+        "originator",
+        "artifacts",
+        "agentMessaged",
+        "userMessaged",
+        "planGenerated",
+        "planApproved",
+        "progressUpdated",
+        "sessionCompleted",
+        "sessionFailed",
+    } <= set(activity)
     source = schemas["Source"]["properties"]
     assert set(source) >= {"name", "id", "githubRepo"}
     assert source["githubRepo"] == {"$ref": "GitHubRepo"}

@@ -1,4 +1,5 @@
-"""Custom verbs: ``POST /v1alpha/sessions/{id}:sendMessage|approvePlan|archive|unarchive``."""
+"""Custom verbs: ``POST /v1alpha/sessions/{id}:sendMessage|approvePlan|archive|unarchive``,
+and our extensions ``:cancel|pause|resume``."""
 
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ def test_post_to_a_session_without_a_verb_is_not_found(client: httpx.Client) -> 
     expect_error(client.post(f"/sessions/{sid}", json={}), 404, "NOT_FOUND")
 
 
-@pytest.mark.parametrize("verb", ["approvePlan", "sendMessage", "archive", "unarchive"])
+VERBS = ["approvePlan", "sendMessage", "archive", "unarchive", "cancel", "pause", "resume"]
+
+
+@pytest.mark.parametrize("verb", VERBS)
 def test_slash_form_of_a_verb_is_not_found(shared: httpx.Client, verb: str) -> None:
     sid = create_session(shared)["id"]
     response = shared.post(f"/sessions/{sid}/{verb}", json={"prompt": "hi"})
@@ -71,7 +75,7 @@ def test_slash_form_of_a_verb_is_not_found(shared: httpx.Client, verb: str) -> N
     assert list_activities(shared, sid) == []
 
 
-@pytest.mark.parametrize("verb", ["approvePlan", "sendMessage", "archive", "unarchive"])
+@pytest.mark.parametrize("verb", VERBS)
 def test_verbs_on_an_unknown_session_are_not_found(shared: httpx.Client, verb: str) -> None:
     response = shared.post(f"/sessions/{MISSING_SESSION_ID}:{verb}", json={"prompt": "hi"})
     expect_error(response, 404, "NOT_FOUND")
@@ -149,7 +153,9 @@ def test_send_message_rejects_bad_bodies(shared: httpx.Client, raw: bytes) -> No
     assert list_activities(shared, sid) == []
 
 
-@pytest.mark.parametrize("verb", ["approvePlan", "archive", "unarchive"])
+@pytest.mark.parametrize(
+    "verb", ["approvePlan", "archive", "unarchive", "cancel", "pause", "resume"]
+)
 def test_bodyless_verbs_reject_malformed_json(shared: httpx.Client, verb: str) -> None:
     sid = create_session(shared)["id"]
     response = shared.post(f"/sessions/{sid}:{verb}", content=b"{", headers=JSON)
@@ -189,7 +195,7 @@ def test_send_message_appends_a_user_messaged_activity(client: httpx.Client) -> 
 
 def test_send_message_keeps_unicode_and_newlines(client: httpx.Client) -> None:
     sid = create_session(client)["id"]
-    text = "Überprüfe die Tests ✓\nzweite Zeile \"quoted\" \\ backslash"
+    text = 'Überprüfe die Tests ✓\nzweite Zeile "quoted" \\ backslash'
     ok_json(client.post(f"/sessions/{sid}:sendMessage", json={"prompt": text}))
     assert list_activities(client, sid)[0]["userMessaged"]["userMessage"] == text
 
@@ -231,8 +237,9 @@ def test_send_message_by_state(
 
 def test_approve_plan_without_a_plan_is_a_failed_precondition(client: httpx.Client) -> None:
     sid = create_session(client)["id"]
-    error = expect_error(client.post(f"/sessions/{sid}:approvePlan", json={}), 400,
-                         "FAILED_PRECONDITION")
+    error = expect_error(
+        client.post(f"/sessions/{sid}:approvePlan", json={}), 400, "FAILED_PRECONDITION"
+    )
     assert "QUEUED" in error["message"]
     assert state_of(client, sid) == "QUEUED"
     assert list_activities(client, sid) == []
@@ -323,6 +330,148 @@ def test_bodies_are_json_whatever_the_content_type(client: httpx.Client, content
     )
     assert sent.status_code == 200
     assert sent.json() == {}
-    messages = [a["userMessaged"]["userMessage"]
-                for a in client.get(f"/sessions/{sid}/activities").json()["activities"]]
+    messages = [
+        a["userMessaged"]["userMessage"]
+        for a in client.get(f"/sessions/{sid}/activities").json()["activities"]
+    ]
     assert messages == ["Use TypeScript, please."]
+
+
+# --- cancel, pause, resume (extensions) -------------------------------------------------
+
+CANCELLED = {"reason": "Cancelled by the user."}
+
+
+def put_in_state(server: LiveServer, client: httpx.Client, state: str) -> str:
+    """A new session of ``client``'s in ``state``, reached the way the agent and people
+    reach it."""
+    sid: str = create_session(client)["id"]
+    settings = server.settings
+    if state in ("IN_PROGRESS", "AWAITING_USER_FEEDBACK", "COMPLETED"):
+        driver.propose_plan(settings, sid, steps=["a"], require_approval=False)
+    if state == "AWAITING_PLAN_APPROVAL":
+        driver.propose_plan(settings, sid, steps=["a"], require_approval=True)
+    if state == "AWAITING_USER_FEEDBACK":
+        driver.ask_user(settings, sid, question="Which framework?")
+    if state == "COMPLETED":
+        driver.complete(settings, sid, patch="", base_commit="0" * 40)
+    if state == "PAUSED":
+        ok_json(client.post(f"/sessions/{sid}:pause"))
+    if state == "FAILED":
+        ok_json(client.post(f"/sessions/{sid}:cancel"))
+    assert state_of(client, sid) == state
+    return sid
+
+
+@pytest.mark.parametrize(
+    "state",
+    ["QUEUED", "IN_PROGRESS", "AWAITING_PLAN_APPROVAL", "AWAITING_USER_FEEDBACK", "PAUSED"],
+)
+def test_cancel_fails_the_session_for_the_user(
+    client: httpx.Client, server: LiveServer, state: str
+) -> None:
+    sid = put_in_state(server, client, state)
+    before = list_activities(client, sid)
+    answer = ok_json(client.post(f"/sessions/{sid}:cancel"))
+    # The answer is the Session as the cancel left it, like archive's.
+    assert answer["state"] == "FAILED"
+    assert answer == ok_json(client.get(f"/sessions/{sid}"))
+    after = list_activities(client, sid)
+    assert after[: len(before)] == before
+    [failed] = after[len(before) :]
+    assert failed["sessionFailed"] == CANCELLED
+    assert failed["originator"] == "user"
+    assert micros(answer["updateTime"]) >= micros(failed["createTime"])
+
+
+@pytest.mark.parametrize("state", ["COMPLETED", "FAILED"])
+def test_cancel_on_an_ended_session_is_a_failed_precondition(
+    client: httpx.Client, server: LiveServer, state: str
+) -> None:
+    sid = put_in_state(server, client, state)
+    before = ok_json(client.get(f"/sessions/{sid}"))
+    activities = list_activities(client, sid)
+    error = expect_error(client.post(f"/sessions/{sid}:cancel"), 400, "FAILED_PRECONDITION")
+    assert state in error["message"]
+    assert ok_json(client.get(f"/sessions/{sid}")) == before
+    assert list_activities(client, sid) == activities
+
+
+def test_a_message_wakes_a_cancelled_session(client: httpx.Client, server: LiveServer) -> None:
+    sid = put_in_state(server, client, "IN_PROGRESS")
+    ok_json(client.post(f"/sessions/{sid}:cancel"))
+    assert ok_json(client.post(f"/sessions/{sid}:sendMessage", json={"prompt": "Go on"})) == {}
+    assert state_of(client, sid) == "QUEUED"
+    assert kinds(list_activities(client, sid))[-2:] == ["sessionFailed", "userMessaged"]
+
+
+@pytest.mark.parametrize("state", ["QUEUED", "IN_PROGRESS"])
+def test_pause_then_resume_returns_to_where_it_was(
+    client: httpx.Client, server: LiveServer, state: str
+) -> None:
+    sid = put_in_state(server, client, state)
+    before = len(list_activities(client, sid))
+    paused = ok_json(client.post(f"/sessions/{sid}:pause"))
+    assert paused["state"] == "PAUSED"
+    assert paused == ok_json(client.get(f"/sessions/{sid}"))
+    # A message while paused is kept and leaves it paused.
+    assert ok_json(client.post(f"/sessions/{sid}:sendMessage", json={"prompt": "Also X"})) == {}
+    assert state_of(client, sid) == "PAUSED"
+    resumed = ok_json(client.post(f"/sessions/{sid}:resume"))
+    assert resumed["state"] == state
+    added = list_activities(client, sid)[before:]
+    assert [(a["originator"], {k: a[k] for k in a if k in KINDS}) for a in added] == [
+        ("user", {"progressUpdated": {"title": "Paused by the user"}}),
+        ("user", {"userMessaged": {"userMessage": "Also X"}}),
+        ("user", {"progressUpdated": {"title": "Resumed by the user"}}),
+    ]
+
+
+KINDS = {"progressUpdated", "userMessaged", "sessionFailed"}
+
+
+@pytest.mark.parametrize(
+    ("state", "verb"),
+    [
+        ("AWAITING_PLAN_APPROVAL", "pause"),
+        ("AWAITING_USER_FEEDBACK", "pause"),
+        ("COMPLETED", "pause"),
+        ("FAILED", "pause"),
+        ("PAUSED", "pause"),
+        ("QUEUED", "resume"),
+        ("IN_PROGRESS", "resume"),
+        ("COMPLETED", "resume"),
+        ("FAILED", "resume"),
+    ],
+)
+def test_illegal_pause_and_resume_are_failed_preconditions(
+    shared: httpx.Client, server: LiveServer, state: str, verb: str
+) -> None:
+    sid = put_in_state(server, shared, state)
+    before = ok_json(shared.get(f"/sessions/{sid}"))
+    activities = list_activities(shared, sid)
+    error = expect_error(shared.post(f"/sessions/{sid}:{verb}"), 400, "FAILED_PRECONDITION")
+    assert state in error["message"]
+    assert ok_json(shared.get(f"/sessions/{sid}")) == before
+    assert list_activities(shared, sid) == activities
+
+
+@pytest.mark.parametrize("verb", ["cancel", "pause", "resume"])
+def test_another_users_session_cannot_be_cancelled_paused_or_resumed(
+    shared: httpx.Client, client: httpx.Client, server: LiveServer, verb: str
+) -> None:
+    sid = put_in_state(server, client, "PAUSED" if verb == "resume" else "IN_PROGRESS")
+    before = ok_json(client.get(f"/sessions/{sid}"))
+    activities = list_activities(client, sid)
+    expect_error(shared.post(f"/sessions/{sid}:{verb}"), 404, "NOT_FOUND")
+    assert ok_json(client.get(f"/sessions/{sid}")) == before
+    assert list_activities(client, sid) == activities
+
+
+@pytest.mark.parametrize("style", sorted(BODIES))
+def test_cancel_pause_and_resume_accept_every_body_style(shared: httpx.Client, style: str) -> None:
+    send = BODIES[style]
+    sid = create_session(shared)["id"]
+    assert ok_json(send(shared, f"/sessions/{sid}:pause"))["state"] == "PAUSED"
+    assert ok_json(send(shared, f"/sessions/{sid}:resume"))["state"] == "QUEUED"
+    assert ok_json(send(shared, f"/sessions/{sid}:cancel"))["state"] == "FAILED"

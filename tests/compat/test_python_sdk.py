@@ -27,7 +27,7 @@ from jules_agent_sdk.models import Activity, Session, SessionState
 from openjules.testing import LiveServer
 from tests import driver
 from tests.compat.conftest import MISSING_REPO, OTHER_REPO
-from tests.support import MISSING_SESSION_ID, OWNER, REPO, SOURCE_NAME, git
+from tests.support import MISSING_SESSION_ID, OWNER, REPO, SOURCE_NAME, api_client, git
 
 pytestmark = pytest.mark.compat
 
@@ -291,3 +291,28 @@ def test_async_client(server: LiveServer, api_key: str, source: str) -> None:
     assert [s.id for s in seen["listed"]] == [created.id]
     assert [a.user_messaged for a in seen["activities"]] == [{"userMessage": "Keep it short."}]
     assert seen["source"].name == SOURCE_NAME
+
+
+def test_read_a_paused_and_a_cancelled_session(
+    server: LiveServer, api_key: str, jules: JulesClient, source: str
+) -> None:
+    """Our :pause and :cancel (the client has no such calls; plain HTTP here) leave
+    sessions the client reads without error: PAUSED is a Jules state."""
+    paused = jules.sessions.create(prompt="Pause", source=source)
+    cancelled = jules.sessions.create(prompt="Cancel", source=source)
+    with api_client(server.api, api_key) as http:
+        assert http.post(f"/sessions/{paused.id}:pause").json()["state"] == "PAUSED"
+        assert http.post(f"/sessions/{cancelled.id}:cancel").json()["state"] == "FAILED"
+    jules.sessions.send_message(paused.id, "While paused")
+
+    got = jules.sessions.get(paused.id)
+    assert got.state is SessionState.PAUSED
+    activities = jules.activities.list_all(paused.id)
+    assert [kind(a) for a in activities] == ["progressUpdated", "userMessaged"]
+    assert activities[0].progress_updated == {"title": "Paused by the user"}
+    assert activities[0].originator == "user"
+    assert jules.sessions.get(cancelled.id).state is SessionState.FAILED
+    [failed] = jules.activities.list_all(cancelled.id)
+    assert failed.session_failed == {"reason": "Cancelled by the user."}
+    listed = {s.id: s.state for s in jules.sessions.list(page_size=10)["sessions"]}
+    assert listed == {paused.id: SessionState.PAUSED, cancelled.id: SessionState.FAILED}

@@ -299,3 +299,35 @@ def test_error_classes(
         assert error["status"] == 404, case
     # No error was retried as a rate limit or server error.
     assert seen["elapsedMs"] < 5000
+
+
+def test_read_a_paused_and_a_cancelled_session(
+    node_runner: NodeRunner, server: LiveServer, api_key: str, client: httpx.Client, source: str
+) -> None:
+    """Our :pause and :cancel (the SDK has no such calls) leave sessions the SDK reads
+    without error: PAUSED is a Jules state, and the activities are ordinary ones."""
+    context = {"source": source}
+    paused = client.post("/sessions", json={"prompt": "Pause", "sourceContext": context}).json()
+    assert client.post(f"/sessions/{paused['id']}:pause").json()["state"] == "PAUSED"
+    client.post(f"/sessions/{paused['id']}:sendMessage", json={"prompt": "While paused"})
+    cancelled = client.post("/sessions", json={"prompt": "Cancel"}).json()
+    assert client.post(f"/sessions/{cancelled['id']}:cancel").json()["state"] == "FAILED"
+
+    seen = node_runner.run(
+        "paused.mjs",
+        server=server,
+        api_key=api_key,
+        PAUSED_ID=paused["id"],
+        CANCELLED_ID=cancelled["id"],
+    )
+    assert seen["paused"]["state"] == "paused"
+    history = seen["paused"]["history"]
+    assert _types(history) == ["progressUpdated", "userMessaged"]
+    assert history[0]["title"] == "Paused by the user"
+    assert history[0]["originator"] == "user"
+    assert history[1]["message"] == "While paused"
+    # The SDK's info() refuses every FAILED session alike; the history reads fine.
+    assert seen["cancelled"]["info"]["error"]["name"] == "AutomatedSessionFailedError"
+    [failed] = seen["cancelled"]["history"]
+    assert (failed["type"], failed["reason"]) == ("sessionFailed", "Cancelled by the user.")
+    assert seen["listed"] == {paused["id"]: "paused", cancelled["id"]: "failed"}

@@ -1,6 +1,8 @@
-"""Deleting a running session stops its work at once (``Runner.cancel``): the sandboxed
-command is killed, the workspace removed, and the worker is free for the next session
-instead of waiting for the command (or the lease renewal) to end."""
+"""Deleting or cancelling a running session stops its work at once: the sandboxed
+command's whole process tree is killed, the workspace removed, the job let go, and the
+worker is free for the next session instead of waiting for the command (or the lease
+renewal) to end. In the API's process ``Runner.cancel`` does it; an `openjules worker` in
+another process hears of the cancel through the database's change feed."""
 
 from __future__ import annotations
 
@@ -14,9 +16,31 @@ import pytest
 
 from openjules.testing import FakeModel, LiveServer, register_source
 from tests.engine.agent_support import call, needs_bubblewrap
-from tests.support import TERMINAL, make_repo, processes_with, wait_for_state
+from tests.engine.stop_support import (
+    api,
+    command_marker,
+    command_processes,
+    job_of,
+    the_sleep,
+    user,
+    wait,
+)
+from tests.engine.worker_support import Worker
+from tests.support import (
+    TERMINAL,
+    kinds,
+    list_activities,
+    make_repo,
+    processes_with,
+    wait_for_state,
+)
 
 pytestmark = needs_bubblewrap
+__all__ = ["api", "user"]  # fixtures
+CANCELLED = {"reason": "Cancelled by the user."}
+# A cancel must stop everything within 2 s (the issue's bound); the test waits longer only
+# so that a slow, shared machine does not make it flaky. The figures are printed.
+DEADLINE_S = 10.0
 
 # A sleep nobody else runs, so the test can find its process.
 SLEEP = "sleep 47.25"
@@ -91,3 +115,120 @@ def test_deleting_a_session_while_its_workspace_is_checked_out_leaves_no_workspa
     time.sleep(1.0)  # nothing recreates it afterwards
     assert not workspace.exists()
     assert fake_model.requests == []  # the agent never started
+
+
+def test_cancelling_mid_command_kills_it_and_fails_the_session(
+    agent_server: LiveServer,
+    client: httpx.Client,
+    fake_model: FakeModel,
+    source: str,
+    backend: str,
+) -> None:
+    marker = command_marker()
+    fake_model.push(
+        call("propose_plan", steps=[{"title": "Wait"}]),
+        call("shell", command=f"touch started && {marker}"),
+    )
+    context = {"source": source, "githubRepoContext": {"startingBranch": "main"}}
+    sid = client.post("/sessions", json={"prompt": "Wait", "sourceContext": context}).json()["id"]
+    workspace = agent_server.settings.data_dir / "workspaces" / sid
+    wait(lambda: the_sleep(marker), seconds=30, what="the command starting")
+    assert any(workspace.rglob("started"))
+
+    began = time.monotonic()
+    answer = client.post(f"/sessions/{sid}:cancel")
+    answered = time.monotonic() - began
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "FAILED"
+    killed = wait(lambda: not command_processes(marker), seconds=DEADLINE_S, what="the kill")
+    removed = wait(lambda: not workspace.exists(), seconds=DEADLINE_S, what="the removal")
+    let_go = wait(
+        lambda: job_of(agent_server.settings, sid) == ("done", None),
+        seconds=DEADLINE_S,
+        what="the job being let go",
+    )
+    print(
+        f"\n[cancel, in-process, {backend}] answered FAILED in {answered * 1000:.0f} ms; "
+        f"command tree gone after {killed * 1000:.0f} ms, workspace after "
+        f"{removed * 1000:.0f} ms, job done after {let_go * 1000:.0f} ms"
+    )
+    last = list_activities(client, sid)[-1]
+    assert (last["sessionFailed"], last["originator"]) == (CANCELLED, "user")
+    assert client.get(f"/sessions/{sid}").json()["state"] == "FAILED"
+
+    # Cancelling again, like cancelling a session that completed, is refused.
+    refused = client.post(f"/sessions/{sid}:cancel")
+    assert (refused.status_code, refused.json()["error"]["status"]) == (400, "FAILED_PRECONDITION")
+
+    # A message wakes it like any failed session: the workspace is rebuilt and the agent
+    # reads the message.
+    fake_model.push(call("finish", summary="Stopped waiting.", commit_message="Nothing"))
+    woken = client.post(f"/sessions/{sid}:sendMessage", json={"prompt": "Never mind, finish."})
+    assert woken.status_code == 200
+    session = wait_for_state(client, sid, set(TERMINAL), timeout=30)
+    assert session["state"] == "COMPLETED"
+    assert {"role": "user", "content": "Never mind, finish."} in fake_model.requests[-1]["messages"]
+    assert kinds(list_activities(client, sid))[-3:] == [
+        "sessionFailed",
+        "userMessaged",
+        "sessionCompleted",
+    ]
+
+
+def test_cancelling_a_session_a_worker_process_runs_kills_its_command(
+    api: LiveServer, user: httpx.Client, repo: Path, tmp_path: Path, backend: str
+) -> None:
+    """The API (no workers) and the worker share only the database: the worker hears of
+    the cancel through LISTEN/NOTIFY (PostgreSQL) or its change poll (SQLite), well before
+    its lease renewal, which a 300 s lease puts 100 s away."""
+    source = register_source(
+        api.settings, location=str(repo), owner="acme", repo=f"far-{secrets.token_hex(3)}"
+    )
+    marker = command_marker()
+    script = [
+        call("propose_plan", steps=[{"title": "Wait"}]),
+        call("shell", command=f"touch started && {marker}"),
+    ]
+    home = tmp_path / "worker"
+    with FakeModel(script) as model:
+        worker = Worker(
+            settings=api.settings,
+            model=model,
+            home=home,
+            extra_env={"OPENJULES_LEASE_SECONDS": "300"},
+        )
+        try:
+            sid = user.post(
+                "/sessions", json={"prompt": "Wait", "sourceContext": {"source": source}}
+            ).json()["id"]
+            workspace = home / "data" / "workspaces" / sid
+            wait(lambda: the_sleep(marker), seconds=60, what="the command starting")
+            assert any(workspace.rglob("started"))
+
+            began = time.monotonic()
+            answer = user.post(f"/sessions/{sid}:cancel", content=b"")
+            assert answer.json()["state"] == "FAILED"
+            killed = wait(
+                lambda: not command_processes(marker), seconds=DEADLINE_S, what="the kill"
+            )
+            removed = wait(lambda: not workspace.exists(), seconds=DEADLINE_S, what="removal")
+            let_go = wait(
+                lambda: job_of(api.settings, sid) == ("done", None),
+                seconds=DEADLINE_S,
+                what="the job being let go",
+            )
+            total = time.monotonic() - began
+        finally:
+            worker.stop()
+    print(
+        f"\n[cancel, worker process, {backend}] command tree gone after "
+        f"{killed * 1000:.0f} ms, workspace after {removed * 1000:.0f} ms, job done after "
+        f"{let_go * 1000:.0f} ms (all within {total * 1000:.0f} ms)"
+    )
+    last = list_activities(user, sid)[-1]
+    assert (last["sessionFailed"], last["originator"]) == (CANCELLED, "user")
+    # Stopped because it was no longer wanted: neither a failure to retry nor one to give
+    # up on (the runner's log lines for those).
+    log = worker.log.read_text()
+    assert "failed in the runner" not in log
+    assert "giving up" not in log

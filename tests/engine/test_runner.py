@@ -1,6 +1,7 @@
 """LocalRunner: lease-claimed jobs run exactly once, re-run when enqueued again while
 running, are reclaimed after a dead worker's lease expires, are retried after errors, and
-stop when their session stops being runnable (``cancel``, or found by the lease renewal)."""
+stop when their session stops being runnable (``cancel``, a change heard from another
+process, or found by the lease renewal)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from openjules._errors import FailedPrecondition
 from openjules._types import CreateSessionRequest
 from openjules.engine.journal import fail_session
 from openjules.engine.local_runner import LocalRunner
 from openjules.settings import Settings
-from openjules.store import jobs, sessions, tables, users
+from openjules.store import jobs, sessions, tables, transitions, users
 from openjules.store.database import Database
 from openjules.store.migrate import upgrade_to_head
+from openjules.store.transitions import Event
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -145,16 +148,17 @@ async def test_work_that_raises_is_retried_later(db: Database) -> None:
         if attempts == 1:
             raise RuntimeError("transient")
 
-    runner = LocalRunner(db=db, work=flaky, workers=1, poll_seconds=0.05,
-                         retry_delay_seconds=0.2)
+    runner = LocalRunner(db=db, work=flaky, workers=1, poll_seconds=0.05, retry_delay_seconds=0.2)
     job_state = ""
 
     async def poll_job() -> None:
         nonlocal job_state
         async with db.read() as conn:
-            row = (await conn.execute(
-                tables.jobs.select().where(tables.jobs.c.session_id == session_id)
-            )).first()
+            row = (
+                await conn.execute(
+                    tables.jobs.select().where(tables.jobs.c.session_id == session_id)
+                )
+            ).first()
         job_state = row.state if row is not None else ""
 
     await runner.start()
@@ -194,18 +198,18 @@ async def test_a_wake_up_racing_a_finishing_worker_is_not_lost(db: Database) -> 
     await asyncio.wait_for(waking, 10)
 
     async with db.read() as conn:
-        row = (await conn.execute(
-            tables.jobs.select().where(tables.jobs.c.session_id == session_id)
-        )).first()
+        row = (
+            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
+        ).first()
     assert row is not None
     assert row.state == "ready"
 
 
 async def _job_state(db: Database, session_id: str) -> str:
     async with db.read() as conn:
-        row = (await conn.execute(
-            tables.jobs.select().where(tables.jobs.c.session_id == session_id)
-        )).first()
+        row = (
+            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
+        ).first()
     return str(row.state) if row is not None else ""
 
 
@@ -253,19 +257,27 @@ async def test_cancel_stops_running_work_at_once_and_releases_the_job(db: Databa
 
 async def test_renewal_stops_work_whose_session_another_process_ended(db: Database) -> None:
     """A session failed (or deleted) through another process: this runner never hears
-    cancel(), and its next lease renewal stops the work."""
+    cancel(), nor (its change feed is not started) the change, and its next lease renewal
+    stops the work."""
     failed, deleted, running = await _new_sessions(db, 3)
     work = _Hanging()
     runner = LocalRunner(db=db, work=work, workers=3, lease_seconds=0.6, poll_seconds=0.05)
+    elsewhere = Database(db.url)  # another process's: its writes are not published here
     await runner.start()
     try:
         for sid in (failed, deleted, running):
             await work.wait_started(sid)
-        async with db.write() as conn:
+        async with elsewhere.write() as conn:
             await fail_session(conn, session_id=failed, reason="stopped by an operator")
-            owner = (await conn.execute(
-                tables.sessions.select().where(tables.sessions.c.id == deleted)
-            )).one().owner_id
+            owner = (
+                (
+                    await conn.execute(
+                        tables.sessions.select().where(tables.sessions.c.id == deleted)
+                    )
+                )
+                .one()
+                .owner_id
+            )
             await sessions.delete_session(conn, owner_id=owner, session_id=deleted)
         # Renewals come every lease/3 = 0.2 s.
         await _wait_until(lambda: sorted(work.cancelled) == sorted([failed, deleted]), limit_s=3)
@@ -275,3 +287,137 @@ async def test_renewal_stops_work_whose_session_another_process_ended(db: Databa
         assert await _job_state(db, running) == "leased"
     finally:
         await runner.stop()
+        await elsewhere.dispose()
+
+
+async def _apply(db: Database, session_id: str, event: Event) -> None:
+    async with db.write() as conn:
+        await transitions.apply(conn, session_id=session_id, event=event)
+
+
+async def test_a_change_made_in_another_process_stops_work_at_once(db: Database) -> None:
+    """Paused, cancelled or deleted through another process (another Database: its writes
+    reach this one through LISTEN/NOTIFY or the SQLite change poll): the work stops long
+    before a renewal (60 s lease) would notice, and its job is let go. A change that leaves
+    the session runnable leaves its work alone."""
+    paused, cancelled, deleted, running = await _new_sessions(db, 4)
+    work = _Hanging()
+    runner = LocalRunner(db=db, work=work, workers=4, lease_seconds=60, poll_seconds=0.05)
+    elsewhere = Database(db.url)
+    await db.changes.start()
+    await asyncio.wait_for(db.changes.watching.wait(), 10)
+    await runner.start()
+    try:
+        for sid in (paused, cancelled, deleted, running):
+            await work.wait_started(sid)
+            await _apply(elsewhere, sid, Event.START_WORK)  # QUEUED -> IN_PROGRESS
+        await _apply(elsewhere, paused, Event.PAUSED)
+        await _apply(elsewhere, cancelled, Event.CANCELLED)
+        async with elsewhere.write() as conn:
+            owner = (
+                (
+                    await conn.execute(
+                        tables.sessions.select().where(tables.sessions.c.id == deleted)
+                    )
+                )
+                .one()
+                .owner_id
+            )
+            await sessions.delete_session(conn, owner_id=owner, session_id=deleted)
+        # The SQLite change poll reads update times, so it cannot see a row that is gone:
+        # there a deletion by another process is found by the lease renewal.
+        stopped = [paused, cancelled] if db.is_sqlite else [paused, cancelled, deleted]
+        await _wait_until(lambda: sorted(work.cancelled) == sorted(stopped), limit_s=10)
+        await _wait_until(
+            lambda: runner._running.keys() == {running} | ({deleted} if db.is_sqlite else set()),
+            limit_s=10,
+        )
+        assert await _job_state(db, paused) == "done"
+        assert await _job_state(db, cancelled) == "done"
+        assert await _job_state(db, running) == "leased"
+    finally:
+        await runner.stop()
+        await elsewhere.dispose()
+
+
+async def test_a_pause_and_an_immediate_resume_never_run_the_session_twice_at_once(
+    db: Database,
+) -> None:
+    """The pause stops the work; the resume re-queues the job while the first run still
+    holds it, so the second run (by any worker) starts only once the first let go."""
+    [session_id] = await _new_sessions(db, 1)
+    runs = 0
+    active = 0
+    overlaps = 0
+    started = asyncio.Event()
+
+    async def work(_sid: str) -> None:
+        nonlocal runs, active, overlaps
+        runs += 1
+        active += 1
+        overlaps += active > 1
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await asyncio.sleep(0.2)  # tidying up after the cancel takes a while
+            active -= 1
+
+    runner = LocalRunner(db=db, work=work, workers=3, lease_seconds=60, poll_seconds=0.05)
+    await runner.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        await _apply(db, session_id, Event.START_WORK)
+        await _apply(db, session_id, Event.PAUSED)  # heard in this process at once
+        await _apply(db, session_id, Event.RESUMED)
+        await runner.cancel(session_id)  # what the API does after :pause, late
+        await _wait_until(lambda: runs == 2)
+        await asyncio.sleep(0.3)  # nothing else starts it
+        assert runs == 2
+        assert overlaps == 0
+        assert await _job_state(db, session_id) == "leased"
+    finally:
+        await runner.stop()
+
+
+@pytest.mark.parametrize("moved_on", [True, False])
+async def test_work_refused_by_the_state_machine_is_no_failed_attempt(
+    db: Database, moved_on: bool
+) -> None:
+    """Work that raises FailedPrecondition because the session was paused meanwhile has
+    not failed: the job is let go, not retried, and the session not given up. The same
+    error while the session still wants the work is a failure like any other."""
+    [session_id] = await _new_sessions(db, 1)
+    attempts = 0
+    given_up: list[str] = []
+
+    async def refused(sid: str) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            if moved_on:
+                await _apply(db, sid, Event.PAUSED)
+            raise FailedPrecondition("refused")
+
+    async def give_up(sid: str, _error: str) -> None:
+        given_up.append(sid)
+
+    runner = LocalRunner(
+        db=db,
+        work=refused,
+        workers=1,
+        poll_seconds=0.05,
+        retry_delay_seconds=0.1,
+        max_attempts=1,
+        give_up=give_up,
+    )
+    await runner.start()
+    try:
+        await _wait_until(lambda: attempts >= 1)
+        async with asyncio.timeout(10):
+            while await _job_state(db, session_id) != "done":  # noqa: ASYNC110 - a table
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.stop()
+    assert attempts == 1
+    assert given_up == ([] if moved_on else [session_id])

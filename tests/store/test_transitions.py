@@ -45,8 +45,8 @@ from openjules.store.transitions import Event
 STAY = None  # the event leaves the state as it is
 
 # event name -> {state a session is in -> (state it moves to, or STAY; whether the job is
-# enqueued)}. A pair not listed must be refused. No event leads to PAUSED yet (no pause verb),
-# and a PAUSED session takes no event.
+# enqueued)}. A pair not listed must be refused. A PAUSED session (seeded as paused while
+# IN_PROGRESS) takes only a message, a cancel and a resume.
 EXPECTED: dict[str, dict[str, tuple[str | None, bool]]] = {
     "START_PLANNING": {"QUEUED": ("PLANNING", False)},
     "START_WORK": {"QUEUED": ("IN_PROGRESS", False), "IN_PROGRESS": (STAY, False)},
@@ -70,6 +70,8 @@ EXPECTED: dict[str, dict[str, tuple[str | None, bool]]] = {
         "AWAITING_USER_FEEDBACK": ("QUEUED", True),
         "COMPLETED": ("QUEUED", True),
         "FAILED": ("QUEUED", True),
+        # Kept: the agent reads it once the session is resumed.
+        "PAUSED": (STAY, False),
     },
     "COMPLETED": {"IN_PROGRESS": ("COMPLETED", False)},
     # Errors and limits fail any active session; an ended one refuses.
@@ -80,6 +82,23 @@ EXPECTED: dict[str, dict[str, tuple[str | None, bool]]] = {
         "AWAITING_PLAN_APPROVAL": ("FAILED", False),
         "AWAITING_USER_FEEDBACK": ("FAILED", False),
     },
+    # :cancel ends any session that has not ended, paused ones too.
+    "CANCELLED": {
+        "QUEUED": ("FAILED", False),
+        "PLANNING": ("FAILED", False),
+        "IN_PROGRESS": ("FAILED", False),
+        "AWAITING_PLAN_APPROVAL": ("FAILED", False),
+        "AWAITING_USER_FEEDBACK": ("FAILED", False),
+        "PAUSED": ("FAILED", False),
+    },
+    # :pause holds a session the agent works on (or is about to); :resume puts it back
+    # where it was, and back in the queue.
+    "PAUSED": {
+        "QUEUED": ("PAUSED", False),
+        "PLANNING": ("PAUSED", False),
+        "IN_PROGRESS": ("PAUSED", False),
+    },
+    "RESUMED": {"PAUSED": ("IN_PROGRESS", True)},
 }
 
 # Every state a session row can hold (the API never stores STATE_UNSPECIFIED).
@@ -155,7 +174,11 @@ async def seed(db: Database, owner_id: int, state: State) -> str:
         await conn.execute(
             update(tables.sessions)
             .where(tables.sessions.c.id == record.id)
-            .values(state=state.value, last_activity_time=earlier)
+            .values(
+                state=state.value,
+                last_activity_time=earlier,
+                paused_from=State.IN_PROGRESS.value if state is State.PAUSED else None,
+            )
         )
         await conn.execute(
             update(tables.jobs).where(tables.jobs.c.session_id == record.id).values(state="done")
@@ -296,3 +319,85 @@ async def test_another_owners_session_is_not_found_and_unchanged(
                 owner_id=store.owner_id + 1,
             )
     assert await snapshot(db, session_id) == before
+
+
+async def job_of(db: Database, session_id: str) -> tuple[str, int, str | None]:
+    j = tables.jobs.c
+    async with db.read() as conn:
+        row = (
+            await conn.execute(
+                select(j.state, j.generation, j.lease_owner).where(j.session_id == session_id)
+            )
+        ).one()
+    return (row.state, row.generation, row.lease_owner)
+
+
+async def apply_event(db: Database, session_id: str, event: Event) -> transitions.TransitionResult:
+    async with db.write() as conn:
+        return await transitions.apply(conn, session_id=session_id, event=event)
+
+
+@pytest.mark.parametrize("working", ["QUEUED", "PLANNING", "IN_PROGRESS"])
+async def test_resume_puts_the_session_back_where_it_was_paused(
+    db: Database, store: Store, working: str
+) -> None:
+    session_id = await seed(db, store.owner_id, State(working))
+    paused = await apply_event(db, session_id, Event.PAUSED)
+    assert (paused.previous.value, paused.state) == (working, State.PAUSED)
+    # A message while paused keeps it paused (and remembers where it was).
+    await apply_event(db, session_id, Event.USER_MESSAGED)
+    resumed = await apply_event(db, session_id, Event.RESUMED)
+    assert resumed.state.value == working
+    assert (await job_of(db, session_id))[:2] == ("ready", 2)
+    async with db.read() as conn:
+        paused_from = (
+            await conn.execute(
+                select(tables.sessions.c.paused_from).where(tables.sessions.c.id == session_id)
+            )
+        ).scalar()
+    assert paused_from is None
+    # Resumed means no longer paused: a second resume is refused.
+    with pytest.raises(FailedPrecondition, match="paused"):
+        await apply_event(db, session_id, Event.RESUMED)
+
+
+@pytest.mark.parametrize("event", [Event.PAUSED, Event.CANCELLED])
+async def test_a_waiting_job_is_withdrawn_and_a_leased_one_left_to_its_worker(
+    db: Database, store: Store, event: Event
+) -> None:
+    waiting = await seed(db, store.owner_id, State.QUEUED)
+    running = await seed(db, store.owner_id, State.IN_PROGRESS)
+    j = tables.jobs.c
+    async with db.write() as conn:
+        await conn.execute(update(tables.jobs).where(j.session_id == waiting).values(state="ready"))
+        await conn.execute(
+            update(tables.jobs)
+            .where(j.session_id == running)
+            .values(state="leased", lease_owner="w1", lease_expire_time=now_us() + 10**9)
+        )
+    await apply_event(db, waiting, event)
+    await apply_event(db, running, event)
+    assert await job_of(db, waiting) == ("done", 1, None)
+    # Only its worker lets go of it (jobs.finish), so nobody else can start the session
+    # while that worker still runs it.
+    assert await job_of(db, running) == ("leased", 1, "w1")
+    if event is Event.PAUSED:
+        # A quick resume: still the first worker's, who must run it again when it lets go.
+        await apply_event(db, running, Event.RESUMED)
+        assert await job_of(db, running) == ("leased", 2, "w1")
+
+
+@pytest.mark.parametrize("state", STATES)
+async def test_a_step_is_held_only_while_the_session_works(
+    db: Database, store: Store, state: State
+) -> None:
+    session_id = await seed(db, store.owner_id, state)
+    async with db.write() as conn:
+        if state in (State.QUEUED, State.PLANNING, State.IN_PROGRESS):
+            await transitions.hold_working(conn, session_id=session_id)
+        else:
+            with pytest.raises(FailedPrecondition, match=state.value):
+                await transitions.hold_working(conn, session_id=session_id)
+    with pytest.raises(NotFound):
+        async with db.write() as conn:
+            await transitions.hold_working(conn, session_id="1234567890123456789")

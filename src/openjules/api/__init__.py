@@ -1,5 +1,5 @@
 """The HTTP API: ``create_app(settings, runner=…)`` builds the FastAPI application."""
 
-from openjules.api.app import create_app
+from openjules.api.app import create_app, end_streams
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "end_streams"]

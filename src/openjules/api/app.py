@@ -24,6 +24,7 @@ from openjules.api import (
     routes_activities,
     routes_sessions,
     routes_sources,
+    routes_webhooks,
 )
 from openjules.api.body_limit import BodyLimit
 from openjules.api.discovery import discovery_document
@@ -37,6 +38,15 @@ log = logging.getLogger("openjules.api")
 # /readyz waits this long for the database to answer before reporting it unavailable
 # (a load balancer's probe typically times out after a few seconds).
 READINESS_TIMEOUT_S = 2.0
+
+
+def end_streams(app: object) -> None:
+    """End the open event streams of ``app`` (an app of ``create_app``; for any other
+    app, nothing): the server is shutting down. uvicorn waits for every response in
+    flight before the app's lifespan ends, so the streams must end first, or forever."""
+    state = getattr(getattr(app, "state", None), "openjules", None)
+    if isinstance(state, AppState):
+        state.streams.end_streams()
 
 
 def create_app(
@@ -59,9 +69,11 @@ def create_app(
         )
         # Live streams hear of every change, whichever process made it.
         await db.changes.start()
+        app.state.openjules.streams.start()
         try:
             yield
         finally:
+            await app.state.openjules.streams.stop()
             if database is None:
                 await db.dispose()
 
@@ -89,6 +101,7 @@ def create_app(
     app.include_router(routes_sessions.router)
     app.include_router(routes_activities.router)
     app.include_router(routes_sources.router)
+    app.include_router(routes_webhooks.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

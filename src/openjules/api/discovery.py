@@ -1,4 +1,5 @@
-"""The Google discovery document (``/$discovery/rest?version=v1alpha``) for the 12 methods.
+"""The Google discovery document (``/$discovery/rest?version=v1alpha``): Jules' 12 methods,
+then openjules' extensions (cancel, pause, resume; webhooks), and the ``alt=sse`` streams.
 
 Schemas are generated from the wire models in ``_types`` so the document cannot drift from
 what the server actually sends.
@@ -22,6 +23,9 @@ LIST_PARAMS = {
     "pageToken": {"type": "string", "location": "query"},
     "filter": {"type": "string", "location": "query"},
 }
+SESSION_NAME = {"name": {**NAME_PARAM, "pattern": "^sessions/[^/]+$"}}
+WEBHOOK_NAME = {"name": {**NAME_PARAM, "pattern": "^webhooks/[^/]+$"}}
+PAGE_PARAMS = {k: v for k, v in LIST_PARAMS.items() if k != "filter"}
 # Output-only schemas that have no model of their own.
 EMPTY_SCHEMAS = (
     "Empty",
@@ -30,7 +34,24 @@ EMPTY_SCHEMAS = (
     "ArchiveSessionRequest",
     "UnarchiveSessionRequest",
     "SendMessageResponse",
+    "CancelSessionRequest",
+    "PauseSessionRequest",
+    "ResumeSessionRequest",
+    "TestWebhookRequest",
 )
+# Google's standard ``alt`` parameter, with the event streams openjules adds.
+ALT_PARAM = {
+    "type": "string",
+    "location": "query",
+    "default": "json",
+    "enum": ["json", "sse"],
+    "enumDescriptions": [
+        "One JSON response.",
+        "A text/event-stream (Server-Sent Events): sessions.get, sessions.list and "
+        "sessions.activities.list stream the resource on every change.",
+    ],
+    "description": "The response format.",
+}
 
 
 @dataclass(frozen=True)
@@ -133,6 +154,44 @@ METHODS: tuple[Method, ...] = (
     Method(
         ("sources",), "list", "GET", "v1alpha/sources", LIST_PARAMS, None, "ListSourcesResponse"
     ),
+    # openjules' extensions: a person's verbs beyond Jules' own...
+    *(
+        Method(
+            ("sessions",),
+            verb,
+            "POST",
+            f"v1alpha/{{+name}}:{verb}",
+            SESSION_NAME,
+            f"{verb.capitalize()}SessionRequest",
+            "Session",
+        )
+        for verb in ("cancel", "pause", "resume")
+    ),
+    # ... and webhooks.
+    Method(("webhooks",), "create", "POST", "v1alpha/webhooks", {}, "Webhook", "Webhook"),
+    Method(
+        ("webhooks",), "list", "GET", "v1alpha/webhooks", PAGE_PARAMS, None, "ListWebhooksResponse"
+    ),
+    Method(("webhooks",), "get", "GET", "v1alpha/{+name}", WEBHOOK_NAME, None, "Webhook"),
+    Method(("webhooks",), "delete", "DELETE", "v1alpha/{+name}", WEBHOOK_NAME, None, "Empty"),
+    Method(
+        ("webhooks",),
+        "test",
+        "POST",
+        "v1alpha/{+name}:test",
+        WEBHOOK_NAME,
+        "TestWebhookRequest",
+        "Empty",
+    ),
+    Method(
+        ("webhooks", "deliveries"),
+        "list",
+        "GET",
+        "v1alpha/{+parent}/deliveries",
+        {"parent": {**NAME_PARAM, "pattern": "^webhooks/[^/]+$"}, **PAGE_PARAMS},
+        None,
+        "ListWebhookDeliveriesResponse",
+    ),
 )
 
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
@@ -163,6 +222,10 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     _types.GitHubBranch,
     _types.ListSourcesResponse,
     _types.SendMessageRequest,
+    _types.Webhook,
+    _types.ListWebhooksResponse,
+    _types.WebhookDelivery,
+    _types.ListWebhookDeliveriesResponse,
 )
 
 
@@ -242,6 +305,7 @@ def discovery_document(*, root_url: str) -> dict[str, Any]:
                 "location": "query",
                 "description": "API key; the X-Goog-Api-Key header works too.",
             },
+            "alt": ALT_PARAM,
         },
         "schemas": schemas,
         "resources": resources,

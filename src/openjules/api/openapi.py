@@ -112,6 +112,20 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "string",
         "description": "Only activities created at or after this RFC 3339 timestamp.",
     },
+    "alt": {
+        "type": "string",
+        "enum": ["json", "sse"],
+        "default": "json",
+        "description": (
+            "`sse`: a text/event-stream (Server-Sent Events) that sends the resource now and "
+            "on every change, until the client leaves."
+        ),
+    },
+}
+# The answer of a method asked for ``alt=sse``.
+EVENT_STREAM = {
+    "schema": {"type": "string"},
+    "example": 'event: activity\nid: 1764588715857125000\ndata: {"name":"sessions/…"}\n\n',
 }
 
 # Which operations a created (or returned) session's id feeds, and under what name.
@@ -123,7 +137,20 @@ SESSION_LINKS = {
     "ArchiveSession": "sessions.archive",
     "UnarchiveSession": "sessions.unarchive",
     "ListActivities": "sessions.activities.list",
+    "CancelSession": "sessions.cancel",
+    "PauseSession": "sessions.pause",
+    "ResumeSession": "sessions.resume",
 }
+# The same for a created (or returned) webhook.
+WEBHOOK_LINKS = {
+    "GetWebhook": "webhooks.get",
+    "DeleteWebhook": "webhooks.delete",
+    "TestWebhook": "webhooks.test",
+    "ListDeliveries": "webhooks.deliveries.list",
+}
+WEBHOOK_SOURCES = ("webhooks.create", "webhooks.get")
+# Lists that take no filter: only an empty one is accepted.
+UNFILTERED_LISTS = ("webhooks.list", "webhooks.deliveries.list")
 # Operations that answer a Session (whose id the links above pass on).
 SESSION_SOURCES = (
     "sessions.create",
@@ -137,6 +164,8 @@ PROMPT_REQUIRED = {
     "sessions.create": "CreateSessionRequest",
     "sessions.sendMessage": "SendMessageRequest",
 }
+# Request bodies whose url is required (the server answers 400 otherwise).
+URL_REQUIRED = {"webhooks.create": "CreateWebhookRequest"}
 # Neither database stores NUL, so the server refuses it in any text (400).
 TEXT_PATTERN = r"^[^\u0000]*$"
 PROMPT_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
@@ -149,7 +178,13 @@ REQUEST_MODELS = (
     "GitHubRepoContextInput",
 )
 # Methods that answer ``{}``.
-EMPTY_OPERATIONS = ("sessions.delete", "sessions.sendMessage", "sessions.approvePlan")
+EMPTY_OPERATIONS = (
+    "sessions.delete",
+    "sessions.sendMessage",
+    "sessions.approvePlan",
+    "webhooks.delete",
+    "webhooks.test",
+)
 
 
 def install(app: FastAPI, *, settings: Settings) -> None:
@@ -204,7 +239,30 @@ def _correct_text_fields(model: dict[str, Any], *, settings: Settings) -> None:
                 branch.update(_text(max_chars))
 
 
+def _correct_url_body(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    model = URL_REQUIRED.get(operation.get("operationId", ""))
+    if model is None or model not in schemas:
+        return
+    body = schemas[model]
+    body["required"] = sorted({*body.get("required", []), "url"})
+    url = body["properties"]["url"]
+    string: dict[str, Any] = next(
+        (b for b in url.get("anyOf", [url]) if b.get("type") == "string"), {}
+    )
+    body["properties"]["url"] = {
+        **string,
+        "type": "string",
+        "minLength": 1,
+        "description": "Required: an http:// or https:// URL.",
+    }
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model}"}}},
+    }
+
+
 def _correct_body(operation: dict[str, Any], schemas: dict[str, Any]) -> None:
+    _correct_url_body(operation, schemas)
     model = PROMPT_REQUIRED.get(operation.get("operationId", ""))
     if model is None or model not in schemas:
         return
@@ -256,6 +314,9 @@ def _correct_operation(path: str, operation: dict[str, Any], *, settings: Settin
         responses["404"] = copy.deepcopy(NOT_FOUND)
     for parameter in parameters:
         name = parameter.get("name")
+        if name == "alt" and "200" in responses:
+            content = responses["200"].setdefault("content", {})
+            content["text/event-stream"] = copy.deepcopy(EVENT_STREAM)
         if parameter.get("in") == "query" and name in QUERY_SCHEMAS:
             parameter["schema"] = copy.deepcopy(QUERY_SCHEMAS[name])
             parameter["required"] = False
@@ -270,6 +331,19 @@ def _correct_operation(path: str, operation: dict[str, Any], *, settings: Settin
             name: {"operationId": target, "parameters": {"session_id": "$response.body#/id"}}
             for name, target in SESSION_LINKS.items()
         }
+    if operation.get("operationId") in WEBHOOK_SOURCES and "200" in responses:
+        responses["200"]["links"] = {
+            name: {"operationId": target, "parameters": {"webhook_id": "$response.body#/id"}}
+            for name, target in WEBHOOK_LINKS.items()
+        }
+    if operation.get("operationId") in UNFILTERED_LISTS:
+        for parameter in parameters:
+            if parameter.get("name") == "filter":
+                parameter["schema"] = {
+                    "type": "string",
+                    "maxLength": 0,
+                    "description": "This list takes no filter.",
+                }
     if operation.get("operationId") == "sources.list" and "200" in responses:
         # A listed source's id (``github/OWNER/REPO``) names it in sources.get.
         responses["200"]["links"] = {

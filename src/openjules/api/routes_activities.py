@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from openjules._errors import InvalidArgument
 from openjules._types import Activity, ListActivitiesResponse
-from openjules.api import pagination, responses
+from openjules.api import pagination, responses, sse, streams
 from openjules.api.auth import current_user
 from openjules.api.filters import ACTIVITY_FIELDS, parse_filter
 from openjules.api.limits import checked_request
@@ -51,10 +51,17 @@ async def list_activities(
     session_id: str,
     query: pagination.ListParams,
     create_time: Annotated[str | None, Query(alias="createTime")] = None,
+    alt: sse.AltParam = None,
 ) -> Response:
+    """With ``alt=sse``: the same activities, then each new one as it commits, as
+    Server-Sent Events (``api.streams``; ``Last-Event-ID`` resumes after an activity)."""
     size = pagination.page_size(query.page_size, default=pagination.ACTIVITIES_DEFAULT)
     after = pagination.nanos_token(query.page_token)
     flt = _with_create_time_param(parse_filter(query.filter, ACTIVITY_FIELDS), create_time)
+    if sse.wants_stream(alt):
+        return await streams.activity_stream(
+            request, user=user, session_id=session_id, flt=flt
+        )
     async with AppState.of(request).db.read() as conn:
         await sessions.ensure_owned(conn, owner_id=user.id, session_id=session_id)
         records, token = await activities.list_page(

@@ -1,31 +1,39 @@
 """sessions.create/get/list/delete and the custom verbs sendMessage, approvePlan,
-archive and unarchive (``POST /v1alpha/sessions/{id}:verb``; ``%3A`` arrives decoded)."""
+archive and unarchive, plus our cancel, pause and resume (``POST
+/v1alpha/sessions/{id}:verb``; ``%3A`` arrives decoded)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
 from openjules._types import (
+    ActivityKind,
     CreateSessionRequest,
     EmptyRequest,
     ListSessionsResponse,
     Originator,
+    ProgressUpdated,
     SendMessageRequest,
     Session,
+    SessionFailed,
     UserMessaged,
 )
-from openjules.api import pagination, responses
+from openjules.api import pagination, responses, sse, streams
 from openjules.api.auth import current_user
 from openjules.api.filters import SESSION_FIELDS, parse_filter
 from openjules.api.limits import checked_request
-from openjules.api.session_wire import render_session
 from openjules.api.state import AppState
 from openjules.store import plans, sessions, transitions
 from openjules.store.activities import NewActivity
+from openjules.store.session_wire import render_session
+from openjules.store.sessions import SessionRecord
 from openjules.store.transitions import Event
 from openjules.store.users import User
 
@@ -61,10 +69,15 @@ async def list_sessions(
     request: Request,
     user: CurrentUser,
     query: pagination.ListParams,
+    alt: sse.AltParam = None,
 ) -> Response:
+    """With ``alt=sse``: a stream of the caller's sessions as they are created or change
+    (archived ones included unless ``filter`` says otherwise; see ``api.streams``)."""
     state = AppState.of(request)
     size = pagination.page_size(query.page_size, default=pagination.SESSIONS_DEFAULT)
     flt = parse_filter(query.filter, SESSION_FIELDS)
+    if sse.wants_stream(alt):
+        return await streams.sessions_stream(request, user=user, flt=flt)
     async with state.db.read() as conn:
         page, next_token = await sessions.list_page(
             conn,
@@ -87,7 +100,12 @@ async def list_sessions(
 @router.get(
     "/sessions/{session_id}", name="get_session", response_model=Session, summary="sessions.get"
 )
-async def get_session(request: Request, user: CurrentUser, session_id: str) -> Response:
+async def get_session(
+    request: Request, user: CurrentUser, session_id: str, alt: sse.AltParam = None
+) -> Response:
+    """With ``alt=sse``: the session now and again on every change (``api.streams``)."""
+    if sse.wants_stream(alt):
+        return await streams.session_stream(request, user=user, session_id=session_id)
     state = AppState.of(request)
     async with state.db.read() as conn:
         session = await sessions.get(conn, owner_id=user.id, session_id=session_id)
@@ -108,6 +126,77 @@ async def delete_session(request: Request, user: CurrentUser, session_id: str) -
     return responses.empty()
 
 
+class Then(Enum):
+    """What the runner is told once a verb's transaction has committed."""
+
+    NOTHING = "nothing"
+    WAKE = "wake"  # a job was enqueued: start it now rather than at the next poll
+    STOP = "stop"  # the session wants no more work: stop what runs in this process now
+
+
+# A verb's change, made in the API's one transaction: the session to answer with, or None
+# for ``{}``.
+Change = Callable[[AsyncConnection, User, str], Awaitable[SessionRecord | None]]
+
+
+async def _verb(
+    request: Request, user: User, session_id: str, change: Change, *, then: Then
+) -> Response:
+    """Every ``:verb`` has this shape: check the id, make the change in one transaction
+    (through the transition table, so refusals are FAILED_PRECONDITION), tell the runner,
+    answer the Session or ``{}``."""
+    sessions.check_session_id(session_id)
+    state = AppState.of(request)
+    async with state.db.write() as conn:
+        session = await change(conn, user, session_id)
+    if then is Then.WAKE:
+        await state.wake(session_id)
+    elif then is Then.STOP:
+        await state.stop_work(session_id)
+    if session is None:
+        return responses.empty()
+    return responses.wire(render_session(session, base_url=state.public_base_url))
+
+
+def _by_user(event: Event, kind: ActivityKind, *, answer: bool) -> Change:
+    """A change that applies ``event`` with one activity of the user's; ``answer``: the
+    response is the Session as the change left it."""
+
+    async def change(conn: AsyncConnection, user: User, session_id: str) -> SessionRecord | None:
+        await transitions.apply(
+            conn,
+            session_id=session_id,
+            owner_id=user.id,
+            event=event,
+            new_activities=[NewActivity(kind=kind, originator=Originator.USER)],
+        )
+        return await sessions.get(conn, owner_id=user.id, session_id=session_id) if answer else None
+
+    return change
+
+
+def _archived(archived: bool) -> Change:
+    async def change(conn: AsyncConnection, user: User, session_id: str) -> SessionRecord:
+        return await sessions.set_archived(
+            conn, owner_id=user.id, session_id=session_id, archived=archived
+        )
+
+    return change
+
+
+async def _approve(conn: AsyncConnection, user: User, session_id: str) -> None:
+    await plans.approve_latest(conn, owner_id=user.id, session_id=session_id)
+
+
+CANCELLED_REASON = "Cancelled by the user."
+PAUSED_TITLE = "Paused by the user"
+RESUMED_TITLE = "Resumed by the user"
+_cancel = _by_user(Event.CANCELLED, SessionFailed(reason=CANCELLED_REASON), answer=True)
+_pause = _by_user(Event.PAUSED, ProgressUpdated(title=PAUSED_TITLE), answer=True)
+_resume = _by_user(Event.RESUMED, ProgressUpdated(title=RESUMED_TITLE), answer=True)
+EmptyBody = Annotated[EmptyRequest | None, Body()]
+
+
 @router.post(
     "/sessions/{session_id}:sendMessage",
     name="send_message",
@@ -126,20 +215,8 @@ async def send_message(
             "The prompt is required.",
             field_violations=[FieldViolation("prompt", "The prompt must not be empty.")],
         )
-    sessions.check_session_id(session_id)
-    state = AppState.of(request)
-    async with state.db.write() as conn:
-        await transitions.apply(
-            conn,
-            session_id=session_id,
-            owner_id=user.id,
-            event=Event.USER_MESSAGED,
-            new_activities=[
-                NewActivity(kind=UserMessaged(user_message=prompt), originator=Originator.USER)
-            ],
-        )
-    await state.wake(session_id)
-    return responses.empty()
+    change = _by_user(Event.USER_MESSAGED, UserMessaged(user_message=prompt), answer=False)
+    return await _verb(request, user, session_id, change, then=Then.WAKE)
 
 
 @router.post(
@@ -149,29 +226,9 @@ async def send_message(
     summary="sessions.approvePlan",
 )
 async def approve_plan(
-    request: Request,
-    user: CurrentUser,
-    session_id: str,
-    _body: Annotated[EmptyRequest | None, Body()] = None,
+    request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
 ) -> Response:
-    sessions.check_session_id(session_id)
-    state = AppState.of(request)
-    async with state.db.write() as conn:
-        await plans.approve_latest(conn, owner_id=user.id, session_id=session_id)
-    await state.wake(session_id)
-    return responses.empty()
-
-
-async def _set_archived(request: Request, user: User, session_id: str, archived: bool) -> Response:
-    state = AppState.of(request)
-    async with state.db.write() as conn:
-        session = await sessions.set_archived(
-            conn,
-            owner_id=user.id,
-            session_id=session_id,
-            archived=archived,
-        )
-    return responses.wire(render_session(session, base_url=state.public_base_url))
+    return await _verb(request, user, session_id, _approve, then=Then.WAKE)
 
 
 @router.post(
@@ -181,12 +238,9 @@ async def _set_archived(request: Request, user: User, session_id: str, archived:
     summary="sessions.archive",
 )
 async def archive_session(
-    request: Request,
-    user: CurrentUser,
-    session_id: str,
-    _body: Annotated[EmptyRequest | None, Body()] = None,
+    request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
 ) -> Response:
-    return await _set_archived(request, user, session_id, True)
+    return await _verb(request, user, session_id, _archived(True), then=Then.NOTHING)
 
 
 @router.post(
@@ -196,12 +250,51 @@ async def archive_session(
     summary="sessions.unarchive",
 )
 async def unarchive_session(
-    request: Request,
-    user: CurrentUser,
-    session_id: str,
-    _body: Annotated[EmptyRequest | None, Body()] = None,
+    request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
 ) -> Response:
-    return await _set_archived(request, user, session_id, False)
+    return await _verb(request, user, session_id, _archived(False), then=Then.NOTHING)
+
+
+@router.post(
+    "/sessions/{session_id}:cancel",
+    name="cancel_session",
+    response_model=Session,
+    summary="sessions.cancel",
+)
+async def cancel_session(
+    request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
+) -> Response:
+    """Stop the agent and end the session FAILED ("Cancelled by the user."); a later
+    sendMessage wakes it like any failed session. Answers the Session."""
+    return await _verb(request, user, session_id, _cancel, then=Then.STOP)
+
+
+@router.post(
+    "/sessions/{session_id}:pause",
+    name="pause_session",
+    response_model=Session,
+    summary="sessions.pause",
+)
+async def pause_session(
+    request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
+) -> Response:
+    """Stop the agent and hold the session PAUSED (no worker, process or sandbox) until
+    :resume. Answers the Session."""
+    return await _verb(request, user, session_id, _pause, then=Then.STOP)
+
+
+@router.post(
+    "/sessions/{session_id}:resume",
+    name="resume_session",
+    response_model=Session,
+    summary="sessions.resume",
+)
+async def resume_session(
+    request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
+) -> Response:
+    """Put a PAUSED session back in the state it was paused in; the agent continues from
+    its last recorded step. Answers the Session."""
+    return await _verb(request, user, session_id, _resume, then=Then.WAKE)
 
 
 @router.post("/sessions/{name}", include_in_schema=False)

@@ -1,5 +1,5 @@
-"""What a running app holds: settings, the database, a short-lived key cache and the
-per-key request counts."""
+"""What a running app holds: settings, the database, a short-lived key cache, the
+per-key request counts and the hub of open streams."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from openjules.api.rate_limit import RateLimiter
+from openjules.api.stream_hub import StreamHub
 from openjules.engine.runner import Runner
 from openjules.settings import Settings
 from openjules.store.database import Database
+from openjules.store.session_wire import render_session
+from openjules.store.sessions import SessionRecord
 from openjules.store.users import User
 
 
@@ -56,9 +59,16 @@ class AppState:
     runner: Runner | None = None
     # Requests per API key per minute (settings.rate_limit_per_minute), this process's count.
     rate_limiter: RateLimiter = field(init=False)
+    # The open alt=sse streams of this process, fed from ``db.changes``.
+    streams: StreamHub = field(init=False)
 
     def __post_init__(self) -> None:
         self.rate_limiter = RateLimiter(per_minute=self.settings.rate_limit_per_minute)
+        self.streams = StreamHub(database=self.db, render_session=self._session_json)
+
+    def _session_json(self, record: SessionRecord) -> str:
+        """A session exactly as sessions.get answers it."""
+        return render_session(record, base_url=self.public_base_url).to_json().decode()
 
     async def wake(self, session_id: str) -> None:
         """A job was enqueued: let a worker claim it now instead of at its next poll."""

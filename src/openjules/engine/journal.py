@@ -66,6 +66,9 @@ class DatabaseJournal:
         patch = await self._patch(step)
         try:
             async with self.db.write() as conn:
+                # Paused or cancelled meanwhile: the step is not kept (a resumed run does
+                # it again), and the agent stops here.
+                await transitions.hold_working(conn, session_id=self.session_id)
                 if patch is not None:
                     checkpoint = Checkpoint(base_commit=self.base_commit, patch=patch)
                     await agent_state.save_checkpoint(
@@ -78,7 +81,8 @@ class DatabaseJournal:
                     conn, session_id=self.session_id, transcript=step.transcript
                 )
         except (NotFound, FailedPrecondition):
-            # Deleted, or moved on by someone else (e.g. failed by an operator): stop here.
+            # Deleted, paused, cancelled, or moved on by someone else (e.g. failed by an
+            # operator): stop here.
             return WAIT
         return outcome
 
@@ -182,11 +186,15 @@ class DatabaseJournal:
             moment(Moment.COMPLETED)
 
     async def fail(self, *, reason: str, transcript: Transcript) -> None:
-        async with self.db.write() as conn:
-            await agent_state.save_transcript(
-                conn, session_id=self.session_id, transcript=transcript
-            )
-            await fail_session(conn, session_id=self.session_id, reason=reason)
+        # A session paused or cancelled meanwhile keeps the transcript of its last step
+        # (a resumed run must not start from a turn that was never recorded).
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            async with self.db.write() as conn:
+                await transitions.hold_working(conn, session_id=self.session_id)
+                await agent_state.save_transcript(
+                    conn, session_id=self.session_id, transcript=transcript
+                )
+                await fail_session(conn, session_id=self.session_id, reason=reason)
 
     async def _transition(
         self,

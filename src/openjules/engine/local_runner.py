@@ -3,9 +3,13 @@
 It claims rows of the jobs table with a lease, renews it with a heartbeat while the work
 runs, and gives the job back when the work ends. A worker that dies stops renewing; once
 its lease expires another worker claims the job and, because the work is resumable,
-continues where it stopped. A renewal that finds the session no longer runnable (deleted,
-or moved on by someone else) stops the work; ``cancel`` does the same at once for work
-running in this process.
+continues where it stopped.
+
+Work the session no longer wants (deleted, cancelled, paused, or moved on by someone else)
+stops at once: ``cancel`` for a change made in this process, and, for one made in any
+other process, the database's change feed (``store.changes``): a change to a session
+running here makes the runner read its state and stop the work if it is no longer
+runnable. The lease renewal finds the same when a notification was missed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from openjules._errors import FailedPrecondition, NotFound
 from openjules.store import jobs
+from openjules.store.changes import Change
 from openjules.store.database import Database, is_connection_failure
 from openjules.store.jobs import Lease, LeaseStatus
 
@@ -104,9 +110,16 @@ class LocalRunner:
         self._found_nothing_at = -1
         self._found_nothing_time = 0.0
         self._outage = OutageLog(log)
+        # Sessions running here that changed and whose state is to be read (one read for
+        # all of them, by one task at a time), and how to stop hearing of changes.
+        self._changed: set[str] = set()
+        self._checking: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self._stopping = False
+        if self._unsubscribe is None:
+            self._unsubscribe = self.db.changes.subscribe(self._heard)
         self._tasks = [
             asyncio.create_task(self._worker(f"{self.identity}/{i}"), name=f"openjules-worker-{i}")
             for i in range(self.workers)
@@ -116,9 +129,14 @@ class LocalRunner:
         """Stop claiming and cancel running work; unfinished jobs are reclaimed later."""
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        checking, self._checking = self._checking, None
+        tasks = [*self._tasks, *([checking] if checking else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
@@ -128,10 +146,48 @@ class LocalRunner:
         self._wake.set()
 
     async def cancel(self, session_id: str) -> None:
-        work = self._running.get(session_id)
-        if work is not None and not work.done():
+        self._stop_unwanted(session_id, self._running.get(session_id))
+
+    def _stop_unwanted(self, session_id: str, work: asyncio.Task[None] | None) -> None:
+        """Stop ``work`` if it is still the session's work here (not a later run of it),
+        once: the API's ``cancel`` and the change feed both ask for the same change."""
+        if work is None or work.done() or self._running.get(session_id) is not work:
+            return
+        if session_id not in self._unwanted:
             self._unwanted.add(session_id)
             work.cancel()
+
+    def _heard(self, change: object) -> None:
+        """A change feed listener (runs in the event loop; must not block): a ``Change``,
+        or ``EVERYTHING``."""
+        if isinstance(change, Change):
+            if change.session_id not in self._running:
+                return  # nearly every change: sessions this process does not run
+            self._changed.add(change.session_id)
+        else:
+            self._changed.update(self._running)  # notifications may have been missed
+        if self._changed and (self._checking is None or self._checking.done()):
+            self._checking = asyncio.create_task(self._check(), name="openjules-runner-check")
+
+    async def _check(self) -> None:
+        """Read the state of the sessions that changed and stop the work of those that no
+        longer want it. Changes heard meanwhile are read in the next round: however many
+        steps the sessions here record, one read at a time."""
+        while self._changed:
+            changed, self._changed = self._changed, set()
+            # The work as of now: a run that ends meanwhile and a new run of the same
+            # session that starts (it was resumed) must not be stopped for the old state.
+            running = {sid: self._running.get(sid) for sid in changed}
+            try:
+                async with self.db.read() as conn:
+                    unwanted = await jobs.unwanted(conn, session_ids=changed)
+            except Exception as exc:  # the lease renewal is the fallback
+                self._report(exc, "reading the state of changed sessions")
+                return
+            for sid in unwanted:
+                if running[sid] is not None:
+                    log.info("session %s is no longer runnable; stopping its work", sid)
+                self._stop_unwanted(sid, running[sid])
 
     async def _worker(self, owner: str) -> None:
         failures = 0
@@ -219,9 +275,12 @@ class LocalRunner:
         except Exception as exc:
             if is_connection_failure(exc):
                 await self._outage_stopped(lease, exc)
-            else:
+                return
+            if not await self._moved_on(sid, exc):
                 await self._failed(lease, exc)
-            return
+                return
+            # E.g. paused between reading the session and starting on it: not a failure.
+            log.info("session %s moved on while its work started (%s); work stopped", sid, exc)
         finally:
             self._running.pop(sid, None)
             self._unwanted.discard(sid)
@@ -229,9 +288,19 @@ class LocalRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         async with self.db.write() as conn:
-            # If the session was enqueued again meanwhile, the job is ready again and the
-            # next claim (by any worker) runs it.
-            await jobs.finish(conn, lease=lease)
+            # If the session was enqueued again meanwhile (e.g. resumed), the job is ready
+            # again and the next claim (by any worker) runs it.
+            again = await jobs.finish(conn, lease=lease)
+        if again:
+            await self.submit(sid)
+
+    async def _moved_on(self, session_id: str, exc: Exception) -> bool:
+        """Whether ``exc`` is the transition table refusing because the session no longer
+        wants the work (then it is no failed attempt, and nothing to retry)."""
+        if not isinstance(exc, FailedPrecondition | NotFound):
+            return False
+        async with self.db.read() as conn:
+            return bool(await jobs.unwanted(conn, session_ids=[session_id]))
 
     async def _outage_stopped(self, lease: Lease, exc: Exception) -> None:
         """The work stopped because the database went away: not the session's fault, so
@@ -267,6 +336,7 @@ class LocalRunner:
             if status is LeaseStatus.HELD:
                 continue
             if status is LeaseStatus.NOT_RUNNABLE:
-                self._unwanted.add(lease.session_id)
-            work.cancel()
+                self._stop_unwanted(lease.session_id, work)
+            else:
+                work.cancel()
             return

@@ -24,5 +24,7 @@ class Runner(Protocol):
         """``session_id`` was enqueued: run it soon."""
 
     async def cancel(self, session_id: str) -> None:
-        """``session_id`` is no longer runnable (deleted, or moved on by a person): stop its
-        running work now. Work running elsewhere notices at its next lease renewal."""
+        """``session_id`` is no longer runnable (deleted, cancelled, paused, or moved on by
+        a person): stop its running work in this process now, killing a running command's
+        whole process tree. Work running in another process hears of the change through
+        the database's change feed, or at the latest at its next lease renewal."""

@@ -16,6 +16,7 @@ from typing import Self
 from openjules.engine.local_runner import LocalRunner
 from openjules.engine.runner import Runner
 from openjules.engine.session_work import SessionWorker
+from openjules.engine.webhooks import WebhookSender
 from openjules.settings import RunnerKind, Settings
 from openjules.store.backup import keep_open
 from openjules.store.database import Database
@@ -56,6 +57,8 @@ class EngineService:
         self.runner: Runner = RUNNERS[RunnerKind(settings.runner)](
             settings=settings, db=self.db, worker=self.worker, workers=self.workers
         )
+        # Webhook events are delivered wherever the engine runs (serve and worker).
+        self.webhooks = WebhookSender(settings=settings, db=self.db)
         self._held = ExitStack()
 
     async def start(self) -> None:
@@ -66,12 +69,14 @@ class EngineService:
             # Changes made anywhere reach this process (cancel, pause, webhook events).
             await self.db.changes.start()
             await self.runner.start()
+            await self.webhooks.start()
         except BaseException:
             self._held.close()
             raise
 
     async def stop(self) -> None:
         try:
+            await self.webhooks.stop()
             await self.runner.stop()
         finally:
             try:

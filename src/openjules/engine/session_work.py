@@ -11,9 +11,7 @@ work until the session waits, fails or finishes → on finish, deliver the chang
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,6 +28,7 @@ from openjules.engine.model import NOT_CONFIGURED, Model, ModelConfig, model_con
 from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox
 from openjules.engine.sandbox.disk import megabytes
 from openjules.engine.tools.base import ToolContext
+from openjules.engine.uninterrupted import to_the_end
 from openjules.engine.workspace import (
     Workspace,
     apply_patch,
@@ -111,9 +110,9 @@ class SessionWorker:
             await self._fail(session_id, str(exc))
         except BaseException:
             # Stopped mid-work (deleted, the server stopping) or a bug: tidy up only.
-            await _to_the_end(self._clean_up(session_id, workspace))
+            await to_the_end(self._clean_up(session_id, workspace))
             raise
-        await _to_the_end(self._tidy(session_id, workspace, facts.source))
+        await to_the_end(self._tidy(session_id, workspace, facts.source))
 
     async def _tidy(
         self, session_id: str, workspace: Workspace, source: SourceRecord | None
@@ -130,14 +129,14 @@ class SessionWorker:
     ) -> tuple[Workspace, str]:
         with span(Part.WORKSPACE):
             try:
-                workspace, base = await _to_the_end(
+                workspace, base = await to_the_end(
                     asyncio.to_thread(self._prepare, session_id, facts)
                 )
             except asyncio.CancelledError:
                 # Stopped mid-checkout (e.g. the session was deleted): the checkout has
                 # ended by now; remove what it made instead of leaving it on disk.
                 root = workspace_path(self.settings.data_dir, session_id)
-                await _to_the_end(asyncio.to_thread(Workspace(root).remove))
+                await to_the_end(asyncio.to_thread(Workspace(root).remove))
                 raise
         with span(Part.SANDBOX_OWNERSHIP):
             sandbox.prepare_workspace(workspace.tree)
@@ -329,6 +328,8 @@ class SessionWorker:
             # A person woke the session: their message comes before any finish left staged.
             transcript.finishing = None
         async with self.db.write() as conn:
+            # Paused or cancelled since the facts were read: the runner lets the job go.
+            await transitions.hold_working(conn, session_id=session_id)
             if woken:
                 event = Event.START_WORK if facts.plan_approved else Event.START_PLANNING
                 await transitions.apply(conn, session_id=session_id, event=event)
@@ -355,21 +356,6 @@ class SessionWorker:
 
 class SetupFailed(RuntimeError):
     """The run cannot start: the message is the session's failure reason."""
-
-
-async def _to_the_end(work: Awaitable[T]) -> T:
-    """Await ``work`` to its end even when the run is cancelled meanwhile (the session was
-    deleted, or its lease renewal found it waiting for a person), then let the cancellation
-    go on, which wins over whatever ``work`` raised. Git work in a thread cannot be
-    interrupted anyway, and a spare tree left half-built would make the source's next
-    session check out from scratch."""
-    task = asyncio.ensure_future(work)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        raise
 
 
 def _system_prompt(tree: Path) -> str:

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 import psycopg
@@ -54,6 +54,9 @@ MAX_RECONNECT_PAUSE_S = 5.0
 class Change:
     owner_id: int
     session_id: str
+    # For a change announced by this process: when (µs), taken in its transaction after
+    # the session's update time. Not part of the change's identity.
+    announced_us: int = field(default=0, compare=False)
 
 
 class _Everything:
@@ -69,9 +72,11 @@ Listener = Callable[[Change | _Everything], None]
 
 async def announce(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
     """Record, in the transaction on ``conn``, that this session changed."""
-    change = Change(owner_id=owner_id, session_id=session_id)
+    change = Change(owner_id=owner_id, session_id=session_id, announced_us=now_us())
     pending: set[Change] = conn.info.setdefault(PENDING_KEY, set())
     if change in pending:
+        pending.discard(change)  # the later time: after every update of the transaction
+        pending.add(change)
         return
     pending.add(change)
     if conn.dialect.name == "postgresql":
@@ -102,6 +107,9 @@ class ChangeFeed:
         # Written into every notification of this process, which then skips its own.
         self.origin = secrets.token_hex(8)
         self._listeners: list[Listener] = []
+        # Session -> when this process last announced a change to it: the SQLite poll
+        # does not report again what this process already published.
+        self._published_us: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         # The listening connection is up (PostgreSQL) or the poll has run once (SQLite).
         self.watching = asyncio.Event()
@@ -118,6 +126,9 @@ class ChangeFeed:
 
     def publish(self, changes: Iterable[Change | _Everything]) -> None:
         for change in changes:
+            if self._db.is_sqlite and isinstance(change, Change) and change.announced_us:
+                previous = self._published_us.get(change.session_id, 0)
+                self._published_us[change.session_id] = max(previous, change.announced_us)
             for listener in list(self._listeners):
                 try:
                     listener(change)
@@ -180,6 +191,9 @@ class ChangeFeed:
         s = tables.sessions.c
         newest = now_us()
         seen: dict[str, int] = {}  # session -> update time, within the lookback window
+        # The first look only learns what is there: a change made before the feed started
+        # is not news (nobody was listening), and reporting it would wake every listener.
+        first = True
         while True:
             try:
                 async with self._db.read() as conn:
@@ -195,10 +209,13 @@ class ChangeFeed:
             except Exception as exc:  # e.g. the file is locked for long: try next time
                 log.debug("the change poll failed: %s", exc)
                 rows = []
+            # A row whose update time is older than this process's own announcement of
+            # it was already published (its change was this process's, or an earlier one).
             changed = [
                 Change(owner_id=r.owner_id, session_id=r.id)
                 for r in rows
                 if seen.get(r.id) != r.update_time
+                and r.update_time >= self._published_us.get(r.id, 0)
             ]
             for r in rows:
                 seen[r.id] = r.update_time
@@ -206,7 +223,10 @@ class ChangeFeed:
             horizon = newest - POLL_LOOKBACK_US
             for session_id in [k for k, v in seen.items() if v < horizon]:
                 del seen[session_id]
-            if changed:
+            for session_id in [k for k, v in self._published_us.items() if v < horizon]:
+                del self._published_us[session_id]
+            if changed and not first:
                 self.publish(changed)
+            first = False
             self.watching.set()
             await asyncio.sleep(self.poll_seconds)

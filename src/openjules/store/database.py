@@ -287,7 +287,10 @@ async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         yield conn
     finally:
-        await conn.close()
+        # Returned to the pool in full even when the caller is cancelled meanwhile (a
+        # session cancelled or paused mid-write): cut short, the reset is logged as failed
+        # and the connection discarded.
+        await asyncio.shield(conn.close())
 
 
 def sqlite_path(url: str) -> Path | None:

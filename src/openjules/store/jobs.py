@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -161,6 +162,17 @@ async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> LeaseS
     if result.rowcount != 1:
         return LeaseStatus.LOST
     return LeaseStatus.HELD
+
+
+async def unwanted(conn: AsyncConnection, *, session_ids: Collection[str]) -> set[str]:
+    """Which of ``session_ids`` no longer want their work (deleted, paused, cancelled,
+    waiting for a person, ended): one read, however many sessions a worker runs."""
+    if not session_ids:
+        return set()
+    s = tables.sessions.c
+    rows = await conn.execute(select(s.id, s.state).where(s.id.in_(list(session_ids))))
+    wanted = {r.id for r in rows if State(r.state) in RUNNABLE}
+    return set(session_ids) - wanted
 
 
 async def finish(conn: AsyncConnection, *, lease: Lease) -> bool:

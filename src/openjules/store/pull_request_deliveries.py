@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._types import PullRequest
-from openjules.store import changes, tables
+from openjules.store import changes, tables, webhook_outbox
 from openjules.store.clock import now_us
 from openjules.store.upsert import upsert
 
@@ -50,6 +50,7 @@ async def load(conn: AsyncConnection, *, session_id: str) -> DeliveryRecord | No
 
 async def save(conn: AsyncConnection, *, session_id: str, record: DeliveryRecord) -> None:
     """Store ``record``; once something is pushed, the session names its working branch."""
+    before = await load(conn, session_id=session_id) if record.pull_request else None
     await upsert(
         conn,
         tables.pull_request_deliveries,
@@ -79,3 +80,7 @@ async def save(conn: AsyncConnection, *, session_id: str, record: DeliveryRecord
         ).scalar()
         if owner_id is not None:  # the session's sourceContext changed: tell its watchers
             await changes.announce(conn, owner_id=owner_id, session_id=session_id)
+    if record.pull_request and (before is None or before.pull_request is None):
+        await webhook_outbox.record_pull_request(
+            conn, session_id=session_id, pull_request=record.pull_request
+        )

@@ -94,11 +94,24 @@ _PRECONDITION_MESSAGES: dict[Event, str] = {
     Event.PLAN_APPROVED: "The session has no plan awaiting approval (state is {state}).",
     Event.CANCELLED: "The session has already ended (state is {state}); nothing to cancel.",
     Event.PAUSED: (
-        "Only a session that is queued, planning or in progress can be paused "
-        "(state is {state})."
+        "Only a session that is queued, planning or in progress can be paused (state is {state})."
     ),
     Event.RESUMED: "Only a paused session can be resumed (state is {state}).",
 }
+
+
+async def hold_working(conn: AsyncConnection, *, session_id: str) -> None:
+    """The agent records a step only while its session wants the work: lock the session
+    row for the step's transaction (a pause or cancel committing at the same moment waits
+    for the step, or the step for it) and raise NotFound or FailedPrecondition once it was
+    deleted, paused, cancelled or otherwise moved on, so nothing of the step is written."""
+    s = tables.sessions.c
+    found = await conn.execute(select(s.state).where(s.id == session_id).with_for_update())
+    state = found.scalar()
+    if state is None:
+        raise NotFound()
+    if State(state) not in jobs.RUNNABLE:
+        raise FailedPrecondition(f"The session no longer runs (state is {state}).")
 
 
 @dataclass(frozen=True)
@@ -153,9 +166,11 @@ async def apply(
         values["last_activity_time"] = at
     if outputs is not None:
         values["outputs"] = json.dumps([o.to_wire() for o in outputs], separators=(",", ":"))
-    if state is S.PAUSED:
+    # Remembered on the way into PAUSED (a message while paused leaves it), forgotten on
+    # the way out.
+    if state is S.PAUSED and previous is not S.PAUSED:
         values["paused_from"] = previous.value
-    elif previous is S.PAUSED:
+    elif previous is S.PAUSED and state is not S.PAUSED:
         values["paused_from"] = None
     await conn.execute(update(tables.sessions).where(s.id == session_id).values(**values))
     if rule.enqueue:

@@ -9,6 +9,8 @@
 - ``FakeGitHub``: GitHub's REST API and git over HTTP, backed by real bare repositories,
   with injectable failures (``fake_github``).
 - ``TcpProxy``: a TCP link (e.g. to PostgreSQL) that a test can cut and restore.
+- ``WebhookReceiver``: an HTTP server that records the webhook deliveries it gets and
+  answers them as told (``webhook_receiver``).
 """
 
 from openjules.testing.fake_github import FakeGitHub, Operation, PullRecord
@@ -20,6 +22,7 @@ from openjules.testing.server import (
     register_source,
 )
 from openjules.testing.tcp_proxy import TcpProxy
+from openjules.testing.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 __all__ = [
     "FakeGitHub",
@@ -28,10 +31,12 @@ __all__ = [
     "LiveServer",
     "Operation",
     "PullRecord",
+    "ReceivedRequest",
     "Reply",
     "Stall",
     "TcpProxy",
     "ToolCall",
+    "WebhookReceiver",
     "provision_user",
     "register_github_source",
     "register_source",

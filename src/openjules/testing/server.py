@@ -93,6 +93,11 @@ class ThreadedUvicorn:
         self._thread.join(timeout=START_TIMEOUT_S)
         self._socket.close()
 
+    @property
+    def running(self) -> bool:
+        """Whether the server's thread is still alive (after ``stop``: it hung)."""
+        return self._thread.is_alive()
+
 
 class BackgroundServer(Background):
     """Start/stop and ``with`` support for a server held in ``self._server``."""
@@ -105,6 +110,10 @@ class BackgroundServer(Background):
 
     def stop(self) -> None:
         self._server.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server.running
 
 
 class LiveServer(BackgroundServer):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Self
 
 from openjules.engine.sandbox.disk import MIB, DiskBudget, DiskMeter, Overrun, megabytes
+from openjules.engine.uninterrupted import to_the_end
 from openjules.settings import Settings
 
 BASE_ENV = {
@@ -181,13 +182,14 @@ async def supervise(
 ) -> CommandResult:
     """Collect ``process``'s output until it exits, the wall-clock limit passes or the work
     tree outgrows ``budget``, then kill its process group; ``after_exit`` waits for whatever
-    else must be gone before the command counts as finished. Runs to the end even when the
-    caller is cancelled."""
+    else must be gone before the command counts as finished. When the caller is cancelled
+    (the session was cancelled, paused or deleted), the command is killed and all of that
+    still runs to its end, however often the cancellation is repeated: no process of the
+    command and no watch of its tree outlive the call."""
     assert process.stdout is not None
     collector = Output(limit=limits.output_bytes)
     reader = asyncio.create_task(collector.drain(process.stdout))
     timed_out = False
-    overrun: Overrun | None = None
     if budget is not None:
         budget.watch(lambda: kill_group(process.pid))
     try:
@@ -195,15 +197,9 @@ async def supervise(
     except TimeoutError:
         timed_out = True
     finally:
-        kill_group(process.pid)
-        await process.wait()
-        if after_exit is not None:
-            await after_exit()
-        if budget is not None:
-            # Once nothing of the command runs: the verdict is on the tree it left.
-            overrun = await asyncio.to_thread(budget.finish)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(reader, timeout=OUTPUT_DRAIN_TIMEOUT_S)
+        overrun = await to_the_end(
+            _settle(process, reader=reader, after_exit=after_exit, budget=budget)
+        )
     output = collector.text()
     if timed_out:
         output += f"\n[command timed out after {limits.wall_seconds:g}s and was killed]"
@@ -228,6 +224,28 @@ async def supervise(
         seconds=time.monotonic() - started,
         workspace_over=overrun,
     )
+
+
+async def _settle(
+    process: asyncio.subprocess.Process,
+    *,
+    reader: asyncio.Task[None],
+    after_exit: Callable[[], Awaitable[None]] | None,
+    budget: DiskBudget | None,
+) -> Overrun | None:
+    """Kill the command's group and wait until nothing of it runs and its output is read;
+    the verdict on the work tree's size, if it is watched."""
+    kill_group(process.pid)
+    await process.wait()
+    if after_exit is not None:
+        await after_exit()
+    overrun = None
+    if budget is not None:
+        # Once nothing of the command runs: the verdict is on the tree it left.
+        overrun = await asyncio.to_thread(budget.finish)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(reader, timeout=OUTPUT_DRAIN_TIMEOUT_S)
+    return overrun
 
 
 def kill_group(pid: int) -> None:

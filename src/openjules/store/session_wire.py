@@ -1,10 +1,15 @@
-"""A stored session as clients see it: the wire ``Session``, with its web ``url``."""
+"""A stored session as clients see it: the wire ``Session``, with its web ``url`` (the API
+answers with it; webhook deliveries carry it)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from openjules._types import GitHubRepoContext, Session, SourceContext
 from openjules.store.clock import format_timestamp
-from openjules.store.sessions import SessionRecord
+
+if TYPE_CHECKING:  # only a type here: sessions records webhook events, which render these
+    from openjules.store.sessions import SessionRecord
 
 
 def render_session(record: SessionRecord, *, base_url: str) -> Session:

@@ -1,0 +1,110 @@
+"""The change feed (``store.changes``) on both backends: a listener hears of a committed
+change to a session whoever wrote it (this process, or another one: LISTEN/NOTIFY on
+PostgreSQL, the poll on SQLite), and never of a change that was rolled back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from openjules._types import CreateSessionRequest
+from openjules.settings import Settings
+from openjules.store import sessions, users
+from openjules.store.changes import Change, _Everything
+from openjules.store.database import Database
+from openjules.store.migrate import upgrade_to_head
+
+WAIT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def url(server_settings: Settings) -> str:
+    database_url = server_settings.resolved_database_url()
+    upgrade_to_head(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def db(url: str) -> AsyncIterator[Database]:
+    database = Database(url, change_poll_seconds=0.05)
+    await database.changes.start()
+    await asyncio.wait_for(database.changes.watching.wait(), WAIT_S)
+    yield database
+    await database.dispose()
+
+
+class Heard:
+    def __init__(self, db: Database) -> None:
+        self.changes: list[Change | _Everything] = []
+        self.arrived = asyncio.Event()
+        self.stop = db.changes.subscribe(self._hear)
+
+    def _hear(self, change: Change | _Everything) -> None:
+        self.changes.append(change)
+        self.arrived.set()
+
+    async def until(self, change: Change) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while change not in self.changes:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def new_session(db: Database, name: str) -> Change:
+    async with db.write() as conn:
+        user = await users.get_or_create_user(conn, name=name)
+        record = await sessions.create(
+            conn, owner_id=user.id, request=CreateSessionRequest(prompt="hello")
+        )
+    return Change(owner_id=user.id, session_id=record.id)
+
+
+async def create_then_fail(db: Database) -> None:
+    async with db.write() as conn:
+        user = await users.get_or_create_user(conn, name="rollback")
+        await sessions.create(conn, owner_id=user.id, request=CreateSessionRequest(prompt="never"))
+        raise RuntimeError("roll back")
+
+
+async def test_a_write_of_this_process_is_heard_once_committed(db: Database) -> None:
+    heard = Heard(db)
+    change = await new_session(db, "local")
+    # Published right after the commit, before the write returns to its caller.
+    assert change in heard.changes
+    heard.stop()
+
+
+async def test_a_rolled_back_write_is_never_heard(db: Database, url: str) -> None:
+    other = Database(url)
+    try:
+        heard = Heard(db)
+        with pytest.raises(RuntimeError):
+            await create_then_fail(db)
+        # A later committed change, from another process, is heard; the rolled back never.
+        marker = await new_session(other, "after-rollback")
+        await heard.until(marker)
+        # Every session heard of exists: none is the one that was rolled back.
+        for change in heard.changes:
+            assert isinstance(change, Change)
+            async with db.read() as conn:
+                assert await sessions.find(conn, session_id=change.session_id) is not None
+    finally:
+        await other.dispose()
+
+
+async def test_a_write_of_another_process_is_heard(db: Database, url: str) -> None:
+    heard = Heard(db)
+    other = Database(url)  # another process's Database: its own origin, its own pools
+    try:
+        change = await new_session(other, "elsewhere")
+        await heard.until(change)
+        async with other.write() as conn:
+            await sessions.set_archived(
+                conn, owner_id=change.owner_id, session_id=change.session_id, archived=True
+            )
+        heard.changes.clear()
+        await heard.until(change)
+    finally:
+        await other.dispose()
