@@ -1,4 +1,5 @@
-"""Agent fixtures (repo, fake_model, agent_server, client, source) for engine tests."""
+"""Agent fixtures (repo, fake_model, agent_server, client, source) and the API server of
+tests whose sessions run in `openjules worker` processes (api, user), for engine tests."""
 
 from tests.engine.agent_support import (
     agent_server,
@@ -8,5 +9,15 @@ from tests.engine.agent_support import (
     repo,
     source,
 )
+from tests.engine.worker_support import api, user
 
-__all__ = ["agent_server", "agent_settings_overrides", "client", "fake_model", "repo", "source"]
+__all__ = [
+    "agent_server",
+    "agent_settings_overrides",
+    "api",
+    "client",
+    "fake_model",
+    "repo",
+    "source",
+    "user",
+]

@@ -7,33 +7,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import httpx
-import pytest
 from sqlalchemy import select
 
 from openjules.settings import Settings
 from openjules.store import tables
 from openjules.store.database import Database
-from openjules.testing import LiveServer, provision_user
-from tests.support import api_client, processes_with
-
-
-@pytest.fixture
-def api(server_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
-    """The HTTP API alone (workers=0): sessions are run by worker processes."""
-    settings = server_settings.model_copy(update={"data_dir": tmp_path / "api", "workers": 0})
-    with LiveServer(settings) as live:
-        yield live
-
-
-@pytest.fixture
-def user(api: LiveServer) -> Iterator[httpx.Client]:
-    key = provision_user(api.settings, name=f"stop-{secrets.token_hex(4)}")
-    with api_client(api.api, key) as c:
-        yield c
+from tests.support import processes_with
 
 
 def job_of(settings: Settings, session_id: str) -> tuple[str, str | None] | None:

@@ -17,12 +17,10 @@ import pytest
 from openjules.testing import FakeModel, LiveServer, register_source
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.engine.stop_support import (
-    api,
     command_marker,
     command_processes,
     job_of,
     the_sleep,
-    user,
     wait,
 )
 from tests.engine.worker_support import Worker
@@ -36,7 +34,6 @@ from tests.support import (
 )
 
 pytestmark = needs_bubblewrap
-__all__ = ["api", "user"]  # fixtures
 CANCELLED = {"reason": "Cancelled by the user."}
 # A cancel must stop everything within 2 s (the bound); the test waits longer only
 # so that a slow, shared machine does not make it flaky. The figures are printed.

@@ -18,19 +18,16 @@ import pytest
 from openjules.testing import FakeModel, LiveServer, Reply, register_source
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.engine.stop_support import (
-    api,
     command_marker,
     command_processes,
     job_of,
     the_sleep,
-    user,
     wait,
 )
 from tests.engine.worker_support import Worker, scripted, turn_of
 from tests.support import TERMINAL, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
-__all__ = ["api", "user"]  # fixtures
 
 # The bound is 2 s; the tests wait longer only so a busy machine does not make them
 # flaky, and print the figures.

@@ -7,19 +7,17 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from openjules.settings import Settings
-from openjules.testing import FakeModel, LiveServer, provision_user
+from openjules.testing import FakeModel, LiveServer
 from openjules.testing import register_source as register
 from tests.engine.agent_support import needs_bubblewrap
 from tests.engine.worker_support import Worker, call, scripted, turn_of
-from tests.support import TERMINAL, api_client, kinds, list_activities, wait_for_state
+from tests.support import TERMINAL, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
@@ -32,21 +30,6 @@ CRASH_SCRIPT = [
     call("finish", summary="Two files.", commit_message="Add two files"),
 ]
 SHELL_TURN = 2
-
-
-@pytest.fixture
-def api(server_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
-    """The HTTP API alone (workers=0): sessions are run by the worker processes."""
-    settings = server_settings.model_copy(update={"data_dir": tmp_path / "api", "workers": 0})
-    with LiveServer(settings) as live:
-        yield live
-
-
-@pytest.fixture
-def user(api: LiveServer) -> Iterator[httpx.Client]:
-    key = provision_user(api.settings, name=f"w-{secrets.token_hex(4)}")
-    with api_client(api.api, key) as c:
-        yield c
 
 
 def run_to_completion(client: httpx.Client, source: str) -> dict[str, Any]:

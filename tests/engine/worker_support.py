@@ -1,17 +1,24 @@
 """A real `openjules worker` process for tests that run sessions outside the API's
-process, and a fake-model responder that answers by turn (the same reply after a resume)."""
+process, the API server they share (fixtures ``api`` and ``user``), and a fake-model
+responder that answers by turn (the same reply after a resume)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
+
 from openjules.settings import Settings
-from openjules.testing import FakeModel, Reply, ToolCall
+from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
+from tests.support import api_client
 
 OPENJULES = str(Path(sys.executable).with_name("openjules"))
 
@@ -82,3 +89,18 @@ class Worker:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@pytest.fixture
+def api(server_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    """The HTTP API alone (workers=0): sessions are run by `openjules worker` processes."""
+    settings = server_settings.model_copy(update={"data_dir": tmp_path / "api", "workers": 0})
+    with LiveServer(settings) as live:
+        yield live
+
+
+@pytest.fixture
+def user(api: LiveServer) -> Iterator[httpx.Client]:
+    key = provision_user(api.settings, name=f"w-{secrets.token_hex(4)}")
+    with api_client(api.api, key) as c:
+        yield c

@@ -13,7 +13,7 @@ from starlette.requests import Request
 
 from openjules.api.sse import EventStream, last_event_id
 from openjules.api.state import AppState
-from openjules.api.stream_hub import activity_event
+from openjules.api.stream_hub import Follower, activity_event
 from openjules.store import activities, sessions
 from openjules.store.query import Filter
 from openjules.store.users import User
@@ -56,14 +56,9 @@ async def activity_stream(
                 )
         # Live from the last activity sent; the hub's first refresh catches up on what
         # was committed since the history query.
-        follower = state.streams.follow_activities(session_id=session_id, flt=flt, after_ns=cursor)
-        try:
-            async for chunk in follower.chunks(
-                keepalive_seconds=state.settings.sse_keepalive_seconds
-            ):
-                yield chunk
-        finally:
-            state.streams.leave(follower)
+        live = state.streams.follow_activities(session_id=session_id, flt=flt, after_ns=cursor)
+        async for chunk in _followed(state, live):
+            yield chunk
 
     return EventStream(events())
 
@@ -75,14 +70,8 @@ async def session_stream(request: Request, *, user: User, session_id: str) -> Ev
         record = await sessions.get(conn, owner_id=user.id, session_id=session_id)
 
     async def events() -> AsyncIterator[bytes]:
-        follower = state.streams.follow_session(record=record)
-        try:
-            async for chunk in follower.chunks(
-                keepalive_seconds=state.settings.sse_keepalive_seconds
-            ):
-                yield chunk
-        finally:
-            state.streams.leave(follower)
+        async for chunk in _followed(state, state.streams.follow_session(record=record)):
+            yield chunk
 
     return EventStream(events())
 
@@ -94,13 +83,18 @@ async def sessions_stream(request: Request, *, user: User, flt: Filter) -> Event
     state = AppState.of(request)
 
     async def events() -> AsyncIterator[bytes]:
-        follower = state.streams.follow_list(owner_id=user.id, flt=flt)
-        try:
-            async for chunk in follower.chunks(
-                keepalive_seconds=state.settings.sse_keepalive_seconds
-            ):
-                yield chunk
-        finally:
-            state.streams.leave(follower)
+        async for chunk in _followed(state, state.streams.follow_list(owner_id=user.id, flt=flt)):
+            yield chunk
 
     return EventStream(events())
+
+
+async def _followed(state: AppState, follower: Follower) -> AsyncIterator[bytes]:
+    """What the hub hands ``follower``, with keep-alives, until the stream ends; then the
+    hub forgets it. Called from inside a stream's body, so a response that never starts
+    never registers a follower it would not leave."""
+    try:
+        async for chunk in follower.chunks(keepalive_seconds=state.settings.sse_keepalive_seconds):
+            yield chunk
+    finally:
+        state.streams.leave(follower)
