@@ -12,7 +12,7 @@ import pytest
 from openjules._types import CreateSessionRequest
 from openjules.settings import Settings
 from openjules.store import sessions, users
-from openjules.store.changes import Change, _Everything
+from openjules.store.changes import Change, Everything
 from openjules.store.database import Database
 from openjules.store.migrate import upgrade_to_head
 
@@ -37,11 +37,11 @@ async def db(url: str) -> AsyncIterator[Database]:
 
 class Heard:
     def __init__(self, db: Database) -> None:
-        self.changes: list[Change | _Everything] = []
+        self.changes: list[Change | Everything] = []
         self.arrived = asyncio.Event()
         self.stop = db.changes.subscribe(self._hear)
 
-    def _hear(self, change: Change | _Everything) -> None:
+    def _hear(self, change: Change | Everything) -> None:
         self.changes.append(change)
         self.arrived.set()
 
@@ -100,11 +100,13 @@ async def test_a_write_of_another_process_is_heard(db: Database, url: str) -> No
     try:
         change = await new_session(other, "elsewhere")
         await heard.until(change)
+        # Forget it before the next write: its notification may arrive before the write
+        # has returned here.
+        heard.changes.clear()
         async with other.write() as conn:
             await sessions.set_archived(
                 conn, owner_id=change.owner_id, session_id=change.session_id, archived=True
             )
-        heard.changes.clear()
         await heard.until(change)
     finally:
         await other.dispose()

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules.api.sse import KEEP_ALIVE, encode_event
 from openjules.api.stream_filters import activity_matches, session_matches
 from openjules.store import activities, sessions, tables
-from openjules.store.changes import EVERYTHING, Change, _Everything
+from openjules.store.changes import EVERYTHING, Change, Everything
 from openjules.store.clock import now_us
 from openjules.store.database import Database
 from openjules.store.query import Filter
@@ -234,7 +234,7 @@ class StreamHub:
 
     # Hearing of changes -------------------------------------------------------------
 
-    def _heard(self, change: Change | _Everything) -> None:
+    def _heard(self, change: Change | Everything) -> None:
         if self.closed:
             return
         if change is EVERYTHING or not isinstance(change, Change):

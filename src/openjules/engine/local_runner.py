@@ -26,7 +26,7 @@ from typing import Any
 
 from openjules._errors import FailedPrecondition, NotFound
 from openjules.store import jobs
-from openjules.store.changes import Change
+from openjules.store.changes import Change, Everything
 from openjules.store.database import Database, is_connection_failure
 from openjules.store.jobs import Lease, LeaseStatus
 
@@ -157,12 +157,14 @@ class LocalRunner:
             self._unwanted.add(session_id)
             work.cancel()
 
-    def _heard(self, change: object) -> None:
-        """A change feed listener (runs in the event loop; must not block): a ``Change``,
-        or ``EVERYTHING``."""
+    def _heard(self, change: Change | Everything) -> None:
+        """The change feed's listener (runs in the event loop; must not block)."""
         if isinstance(change, Change):
-            if change.session_id not in self._running:
-                return  # nearly every change: sessions this process does not run
+            if change.made_here or change.session_id not in self._running:
+                # A change made in this process is its work's own step (which ends the
+                # work by itself) or the API's, which calls ``cancel``; and nearly every
+                # change is to a session this process does not run.
+                return
             self._changed.add(change.session_id)
         else:
             self._changed.update(self._running)  # notifications may have been missed

@@ -58,16 +58,21 @@ class Change:
     # the session's update time. Not part of the change's identity.
     announced_us: int = field(default=0, compare=False)
 
+    @property
+    def made_here(self) -> bool:
+        """Announced by a write of this process, not heard from another one."""
+        return self.announced_us > 0
 
-class _Everything:
+
+class Everything:
     """Notifications may have been missed: every listener should look again."""
 
     def __repr__(self) -> str:
         return "EVERYTHING"
 
 
-EVERYTHING: Final = _Everything()
-Listener = Callable[[Change | _Everything], None]
+EVERYTHING: Final = Everything()
+Listener = Callable[[Change | Everything], None]
 
 
 async def announce(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
@@ -124,7 +129,7 @@ class ChangeFeed:
 
         return unsubscribe
 
-    def publish(self, changes: Iterable[Change | _Everything]) -> None:
+    def publish(self, changes: Iterable[Change | Everything]) -> None:
         for change in changes:
             if self._db.is_sqlite and isinstance(change, Change) and change.announced_us:
                 previous = self._published_us.get(change.session_id, 0)
