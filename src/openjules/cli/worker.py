@@ -21,7 +21,8 @@ from openjules.settings import Settings
 )
 @database_options
 def worker(concurrency: int | None, *, settings: Settings) -> None:
-    """Run agent sessions queued in the database (several workers may share PostgreSQL)."""
+    """Run agent sessions queued in the database and deliver webhook events (several
+    workers may share PostgreSQL)."""
     # Imported here: the engine costs start-up time every other command avoids.
     from openjules.cli.status import print_status
     from openjules.engine.service import EngineService
