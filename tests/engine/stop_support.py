@@ -8,6 +8,8 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -60,3 +62,39 @@ def wait(predicate: Callable[[], object], *, seconds: float, what: str) -> float
             raise AssertionError(f"{what} did not happen within {seconds} s")
         time.sleep(0.01)
     return time.monotonic() - began
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How long after the verb's answer each part of a stop was seen (seconds)."""
+
+    command: float  # no process of the command left in /proc
+    workspace: float  # the session's workspace removed
+    job: float  # the job done and leased by nobody
+    total: float
+
+    def report(self, what: str) -> str:
+        ms = {k: round(v * 1000) for k, v in vars(self).items()}
+        return (
+            f"\n[{what}] command tree gone after {ms['command']} ms, workspace after "
+            f"{ms['workspace']} ms, job done (not leased) after {ms['job']} ms "
+            f"(all within {ms['total']} ms)"
+        )
+
+
+def wait_stopped(
+    settings: Settings, session_id: str, *, marker: str, workspace: Path, seconds: float
+) -> Stopped:
+    """Wait for everything a cancel or pause must stop: the command's processes, the
+    workspace, the job."""
+    began = time.monotonic()
+    command = wait(lambda: not command_processes(marker), seconds=seconds, what="the kill")
+    removed = wait(lambda: not workspace.exists(), seconds=seconds, what="the removal")
+    job = wait(
+        lambda: job_of(settings, session_id) == ("done", None),
+        seconds=seconds,
+        what="the job being let go",
+    )
+    return Stopped(
+        command=command, workspace=removed, job=job, total=time.monotonic() - began
+    )

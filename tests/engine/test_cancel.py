@@ -18,10 +18,9 @@ from openjules.testing import FakeModel, LiveServer, register_source
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.engine.stop_support import (
     command_marker,
-    command_processes,
-    job_of,
     the_sleep,
     wait,
+    wait_stopped,
 )
 from tests.engine.worker_support import Worker
 from tests.support import (
@@ -137,18 +136,10 @@ def test_cancelling_mid_command_kills_it_and_fails_the_session(
     answered = time.monotonic() - began
     assert answer.status_code == 200, answer.text
     assert answer.json()["state"] == "FAILED"
-    killed = wait(lambda: not command_processes(marker), seconds=DEADLINE_S, what="the kill")
-    removed = wait(lambda: not workspace.exists(), seconds=DEADLINE_S, what="the removal")
-    let_go = wait(
-        lambda: job_of(agent_server.settings, sid) == ("done", None),
-        seconds=DEADLINE_S,
-        what="the job being let go",
+    stopped = wait_stopped(
+        agent_server.settings, sid, marker=marker, workspace=workspace, seconds=DEADLINE_S
     )
-    print(
-        f"\n[cancel, in-process, {backend}] answered FAILED in {answered * 1000:.0f} ms; "
-        f"command tree gone after {killed * 1000:.0f} ms, workspace after "
-        f"{removed * 1000:.0f} ms, job done after {let_go * 1000:.0f} ms"
-    )
+    print(stopped.report(f"cancel, in-process, {backend}, answered in {answered * 1000:.0f} ms"))
     last = list_activities(client, sid)[-1]
     assert (last["sessionFailed"], last["originator"]) == (CANCELLED, "user")
     assert client.get(f"/sessions/{sid}").json()["state"] == "FAILED"
@@ -202,26 +193,14 @@ def test_cancelling_a_session_a_worker_process_runs_kills_its_command(
             wait(lambda: the_sleep(marker), seconds=60, what="the command starting")
             assert any(workspace.rglob("started"))
 
-            began = time.monotonic()
             answer = user.post(f"/sessions/{sid}:cancel", content=b"")
             assert answer.json()["state"] == "FAILED"
-            killed = wait(
-                lambda: not command_processes(marker), seconds=DEADLINE_S, what="the kill"
+            stopped = wait_stopped(
+                api.settings, sid, marker=marker, workspace=workspace, seconds=DEADLINE_S
             )
-            removed = wait(lambda: not workspace.exists(), seconds=DEADLINE_S, what="removal")
-            let_go = wait(
-                lambda: job_of(api.settings, sid) == ("done", None),
-                seconds=DEADLINE_S,
-                what="the job being let go",
-            )
-            total = time.monotonic() - began
         finally:
             worker.stop()
-    print(
-        f"\n[cancel, worker process, {backend}] command tree gone after "
-        f"{killed * 1000:.0f} ms, workspace after {removed * 1000:.0f} ms, job done after "
-        f"{let_go * 1000:.0f} ms (all within {total * 1000:.0f} ms)"
-    )
+    print(stopped.report(f"cancel, worker process, {backend}"))
     last = list_activities(user, sid)[-1]
     assert (last["sessionFailed"], last["originator"]) == (CANCELLED, "user")
     # Stopped because it was no longer wanted: neither a failure to retry nor one to give

@@ -7,7 +7,6 @@ after the resume. In the API's process and with an `openjules worker` in another
 from __future__ import annotations
 
 import secrets
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ from openjules.testing import FakeModel, LiveServer, Reply, register_source
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.engine.stop_support import (
     command_marker,
-    command_processes,
     job_of,
     the_sleep,
     wait,
+    wait_stopped,
 )
 from tests.engine.worker_support import Worker, scripted, turn_of
 from tests.support import TERMINAL, kinds, list_activities, wait_for_state
@@ -127,21 +126,12 @@ def test_a_paused_session_resumes_where_it_stopped(
     workspace = agent_server.settings.data_dir / "workspaces" / sid
     wait(lambda: the_sleep(marker), seconds=60, what="the command starting")
 
-    began = time.monotonic()
     assert post_state(client, f"/sessions/{sid}:pause") == "PAUSED"
     if not quick:
-        stopped = wait(lambda: not command_processes(marker), seconds=DEADLINE_S, what="kill")
-        removed = wait(lambda: not workspace.exists(), seconds=DEADLINE_S, what="removal")
-        let_go = wait(
-            lambda: job_of(agent_server.settings, sid) == ("done", None),
-            seconds=DEADLINE_S,
-            what="the job being let go",
+        stopped = wait_stopped(
+            agent_server.settings, sid, marker=marker, workspace=workspace, seconds=DEADLINE_S
         )
-        print(
-            f"\n[pause, in-process, {backend}] command tree gone after {stopped * 1000:.0f} ms, "
-            f"workspace after {removed * 1000:.0f} ms, job done (not leased) after "
-            f"{let_go * 1000:.0f} ms (all within {(time.monotonic() - began) * 1000:.0f} ms)"
-        )
+        print(stopped.report(f"pause, in-process, {backend}"))
         assert client.get(f"/sessions/{sid}").json()["state"] == "PAUSED"
         # Kept for the model; the session stays paused.
         assert client.post(f"/sessions/{sid}:sendMessage", json={"prompt": MESSAGE}).json() == {}
@@ -219,16 +209,10 @@ def test_pausing_a_session_a_worker_process_runs(
             workspace = home / "data" / "workspaces" / sid
             wait(lambda: the_sleep(marker), seconds=60, what="the command starting")
 
-            began = time.monotonic()
             assert post_state(user, f"/sessions/{sid}:pause") == "PAUSED"
-            stopped = wait(lambda: not command_processes(marker), seconds=DEADLINE_S, what="kill")
-            removed = wait(lambda: not workspace.exists(), seconds=DEADLINE_S, what="removal")
-            let_go = wait(
-                lambda: job_of(api.settings, sid) == ("done", None),
-                seconds=DEADLINE_S,
-                what="the job being let go",
+            stopped = wait_stopped(
+                api.settings, sid, marker=marker, workspace=workspace, seconds=DEADLINE_S
             )
-            total = time.monotonic() - began
             assert user.post(f"/sessions/{sid}:sendMessage", json={"prompt": MESSAGE}).json() == {}
             assert post_state(user, f"/sessions/{sid}:resume") == "IN_PROGRESS"
             session = wait_for_state(user, sid, TERMINAL, timeout=90)
@@ -236,11 +220,7 @@ def test_pausing_a_session_a_worker_process_runs(
             worker.stop()
         asked = Counter(turn_of(r) for r in requests_of(model, "Far away"))
         last_request = requests_of(model, "Far away")[-1]["messages"]
-    print(
-        f"\n[pause, worker process, {backend}] command tree gone after {stopped * 1000:.0f} ms, "
-        f"workspace after {removed * 1000:.0f} ms, job done (not leased) after "
-        f"{let_go * 1000:.0f} ms (all within {total * 1000:.0f} ms)"
-    )
+    print(stopped.report(f"pause, worker process, {backend}"))
     assert session["state"] == "COMPLETED", worker.log.read_text()
     assert asked == Counter({t: 2 if t == SHELL_TURN else 1 for t in range(len(REFERENCE))})
     assert {"role": "user", "content": MESSAGE} in last_request
