@@ -287,10 +287,11 @@ async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         yield conn
     finally:
-        # Returned to the pool in full even when the caller is cancelled meanwhile (a
-        # session cancelled or paused mid-write): cut short, the reset is logged as failed
-        # and the connection discarded.
-        await asyncio.shield(conn.close())
+        # Not shielded from a cancellation: a close cut short is logged ("Exception during
+        # reset") and the connection discarded, whereas a shielded close left running when
+        # the process stops can leave aiosqlite's non-daemon thread behind, and the process
+        # never exits.
+        await conn.close()
 
 
 def sqlite_path(url: str) -> Path | None:
