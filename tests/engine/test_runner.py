@@ -213,6 +213,14 @@ async def _job_state(db: Database, session_id: str) -> str:
     return str(row.state) if row is not None else ""
 
 
+async def _job_reaches(db: Database, session_id: str, state: str, *, limit_s: float = 10) -> None:
+    """The work was seen to stop; the worker releases its job just after, in a write of
+    its own (which waits its turn): wait for that, rather than race it."""
+    async with asyncio.timeout(limit_s):
+        while await _job_state(db, session_id) != state:  # noqa: ASYNC110 - a row, not an event
+            await asyncio.sleep(0.02)
+
+
 class _Hanging:
     """Work that hangs until cancelled, recording what happened to each session."""
 
@@ -246,7 +254,7 @@ async def test_cancel_stops_running_work_at_once_and_releases_the_job(db: Databa
         await runner.cancel(first)
         await _wait_until(lambda: work.cancelled == [first], limit_s=2)
         await _wait_until(lambda: runner._running.keys() == {second}, limit_s=2)
-        assert await _job_state(db, first) == "done"  # not retried, not left leased
+        await _job_reaches(db, first, "done")  # not retried, not left leased
         assert await _job_state(db, second) == "leased"
         await runner.cancel("1234")  # a session not running here: nothing happens
         await asyncio.sleep(0.1)
@@ -281,7 +289,7 @@ async def test_renewal_stops_work_whose_session_another_process_ended(db: Databa
             await sessions.delete_session(conn, owner_id=owner, session_id=deleted)
         # Renewals come every lease/3 = 0.2 s.
         await _wait_until(lambda: sorted(work.cancelled) == sorted([failed, deleted]), limit_s=3)
-        assert await _job_state(db, failed) == "done"
+        await _job_reaches(db, failed, "done")
         await asyncio.sleep(0.5)  # two more renewals: the running session is left alone
         assert running not in work.cancelled
         assert await _job_state(db, running) == "leased"
@@ -332,8 +340,8 @@ async def test_a_change_made_in_another_process_stops_work_at_once(db: Database)
             lambda: runner._running.keys() == {running} | ({deleted} if db.is_sqlite else set()),
             limit_s=10,
         )
-        assert await _job_state(db, paused) == "done"
-        assert await _job_state(db, cancelled) == "done"
+        await _job_reaches(db, paused, "done")
+        await _job_reaches(db, cancelled, "done")
         assert await _job_state(db, running) == "leased"
     finally:
         await runner.stop()

@@ -49,6 +49,8 @@ SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_POOL_TIMEOUT_S = 5.0
 DEFAULT_CHANGE_POLL_S = 0.25
+# How long ``dispose`` waits for connections still being returned to their pools.
+CLOSE_WAIT_S = 5.0
 # What a client of the API is told to wait before trying again during an outage.
 RETRY_AFTER_S = 5
 UNAVAILABLE_MESSAGE = "The database is unavailable. Try again later."
@@ -167,6 +169,8 @@ class Database:
         self._wal_path = Path(f"{file}-wal") if file else None
         # Who hears about changed sessions in this process (started by whoever needs it).
         self.changes = ChangeFeed(database=self, poll_seconds=change_poll_seconds)
+        # Connections being returned to their pool (see ``_connected``).
+        self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -182,7 +186,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         with span(Part.DATABASE), _translated():
-            async with _connected(self.read_engine) as conn:
+            async with _connected(self.read_engine, self._closing) as conn:
                 yield conn
 
     @asynccontextmanager
@@ -191,12 +195,12 @@ class Database:
         published to this process's listeners once it has committed."""
         with span(Part.DATABASE), _translated():
             if not self.is_sqlite:
-                async with _connected(self.engine) as conn:
+                async with _connected(self.engine, self._closing) as conn:
                     async with self._announcing(conn), conn.begin():
                         yield conn
                     self.changes.publish(take_announced(conn))
                 return
-            async with self._sqlite_turn(), _connected(self.engine) as conn:
+            async with self._sqlite_turn(), _connected(self.engine, self._closing) as conn:
                 await conn.execution_options(sqlite_immediate=True)
                 async with self._announcing(conn), conn.begin():
                     yield conn
@@ -257,6 +261,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.changes.stop()
+        if self._closing:  # releases that outlived a cancelled caller end first
+            await asyncio.wait(self._closing, timeout=CLOSE_WAIT_S)
         await self.engine.dispose()
         await self.read_engine.dispose()
 
@@ -274,7 +280,9 @@ def _translated() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def _connected(
+    engine: AsyncEngine, closing: set[asyncio.Task[None]]
+) -> AsyncIterator[AsyncConnection]:
     """A connection, a second time on a fresh one if the first attempt cannot connect
     (nothing has been sent yet, so trying again is safe for a write too)."""
     try:
@@ -287,11 +295,15 @@ async def _connected(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     try:
         yield conn
     finally:
-        # Not shielded from a cancellation: a close cut short is logged ("Exception during
-        # reset") and the connection discarded, whereas a shielded close left running when
-        # the process stops can leave aiosqlite's non-daemon thread behind, and the process
-        # never exits.
-        await conn.close()
+        # Returned to the pool in full even when the caller is cancelled meanwhile (a
+        # session cancelled or paused mid-write): a reset cut short leaves the pooled
+        # connection half-used, and the next task that checks it out fails. ``closing``
+        # holds the release until it ends, so ``dispose`` waits for it: one left running
+        # when the process stops could leave aiosqlite's (non-daemon) thread behind.
+        release = asyncio.ensure_future(conn.close())
+        closing.add(release)
+        release.add_done_callback(closing.discard)
+        await asyncio.shield(release)
 
 
 def sqlite_path(url: str) -> Path | None:
