@@ -6,8 +6,6 @@ Functions return ``SessionRecord``s: what is stored. How a session looks on the 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from collections.abc import Mapping
@@ -20,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
 from openjules._types import AutomationMode, CreateSessionRequest, SessionOutput, State
-from openjules.store import changes, jobs, sources, tables, webhook_outbox
+from openjules.store import changes, cursors, jobs, sources, tables, webhook_outbox
 from openjules.store.clock import new_session_id, now_us
 from openjules.store.query import Condition, Filter, Op, filter_clause
 
@@ -211,21 +209,11 @@ SESSION_FILTER_COLUMNS = {"archived": _bool_condition, "state": _state_condition
 
 
 def encode_cursor(create_time: int, session_id: str) -> str:
-    return base64.urlsafe_b64encode(f"s1:{create_time}:{session_id}".encode()).decode()
+    return cursors.encode("s1", create_time, session_id)
 
 
 def decode_cursor(token: str) -> tuple[int, str]:
-    try:
-        kind, create_time, session_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != "s1" or not SESSION_ID.match(session_id):
-            raise ValueError(token)
-        if not 0 <= int(create_time) < 2**63:  # beyond the BIGINT column
-            raise ValueError(token)
-        return int(create_time), session_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            f"Invalid page token {token!r}: pass the nextPageToken of a previous response."
-        ) from None
+    return cursors.decode(token, kind="s1", item_id=SESSION_ID)
 
 
 async def list_page(

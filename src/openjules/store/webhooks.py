@@ -9,7 +9,6 @@ not wait on); here the URL is checked for its form only.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import secrets
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from openjules._types import CreateWebhookRequest, Webhook, WebhookDelivery, WebhookEventType
 from openjules.outbound import TargetRefused, split_url
-from openjules.store import tables
+from openjules.store import cursors, tables
 from openjules.store.clock import format_timestamp, new_hex_id, now_us
 
 MAX_URL_CHARS = 2048
@@ -182,25 +181,11 @@ async def get(conn: AsyncConnection, *, owner_id: int, webhook_id: str) -> Webho
 
 
 def encode_cursor(create_time: int, webhook_id: str) -> str:
-    return base64.urlsafe_b64encode(f"w1:{create_time}:{webhook_id}".encode()).decode()
-
-
-def _bad_token(token: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"Invalid page token {token!r}: pass the nextPageToken of a previous response."
-    )
+    return cursors.encode("w1", create_time, webhook_id)
 
 
 def decode_cursor(token: str) -> tuple[int, str]:
-    try:
-        kind, create_time, webhook_id = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != "w1" or not WEBHOOK_ID.match(webhook_id):
-            raise ValueError(token)
-        if not 0 <= int(create_time) < 2**63:
-            raise ValueError(token)
-        return int(create_time), webhook_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _bad_token(token) from None
+    return cursors.decode(token, kind="w1", item_id=WEBHOOK_ID)
 
 
 async def list_page(
@@ -243,7 +228,7 @@ async def delete_webhook(conn: AsyncConnection, *, owner_id: int, webhook_id: st
 
 def _attempt_cursor(token: str) -> int:
     if not (token.isascii() and token.isdigit()) or len(token) > 19:
-        raise _bad_token(token)
+        raise cursors.bad_token(token)
     return int(token)
 
 
