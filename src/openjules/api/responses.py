@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import Response
 
 from openjules._types import WireModel
+
+# How a method that answers ``{}`` documents its 200 (the ``responses=`` of its route).
+EMPTY_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"example": {}}}}
+}
 
 EMPTY_OBJECT = b"{}"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,9 +40,6 @@ from openjules.store.users import User
 # Every text a request brings is checked before the route sees it (api.limits).
 router = APIRouter(prefix="/v1alpha", dependencies=[Depends(checked_request)])
 CurrentUser = Annotated[User, Depends(current_user)]
-EMPTY_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"example": {}}}}
-}
 
 
 @router.post("/sessions", name="create_session", response_model=Session, summary="sessions.create")
@@ -115,7 +112,7 @@ async def get_session(
 @router.delete(
     "/sessions/{session_id}",
     name="delete_session",
-    responses=EMPTY_RESPONSE,
+    responses=responses.EMPTY_RESPONSE,
     summary="sessions.delete",
 )
 async def delete_session(request: Request, user: CurrentUser, session_id: str) -> Response:
@@ -200,7 +197,7 @@ EmptyBody = Annotated[EmptyRequest | None, Body()]
 @router.post(
     "/sessions/{session_id}:sendMessage",
     name="send_message",
-    responses=EMPTY_RESPONSE,
+    responses=responses.EMPTY_RESPONSE,
     summary="sessions.sendMessage",
 )
 async def send_message(
@@ -222,7 +219,7 @@ async def send_message(
 @router.post(
     "/sessions/{session_id}:approvePlan",
     name="approve_plan",
-    responses=EMPTY_RESPONSE,
+    responses=responses.EMPTY_RESPONSE,
     summary="sessions.approvePlan",
 )
 async def approve_plan(

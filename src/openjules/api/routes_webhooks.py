@@ -3,7 +3,7 @@ extension of v1alpha: a user's endpoints for signed events about their sessions)
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
 from starlette.responses import Response
@@ -27,9 +27,6 @@ from openjules.store.users import User
 # Every text a request brings is checked before the route sees it (api.limits).
 router = APIRouter(prefix="/v1alpha", dependencies=[Depends(checked_request)])
 CurrentUser = Annotated[User, Depends(current_user)]
-EMPTY_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"example": {}}}}
-}
 WEBHOOKS_DEFAULT = 30
 DELIVERIES_DEFAULT = 50
 
@@ -94,7 +91,7 @@ async def get_webhook(request: Request, user: CurrentUser, webhook_id: str) -> R
 @router.delete(
     "/webhooks/{webhook_id}",
     name="delete_webhook",
-    responses=EMPTY_RESPONSE,
+    responses=responses.EMPTY_RESPONSE,
     summary="webhooks.delete",
 )
 async def delete_webhook(request: Request, user: CurrentUser, webhook_id: str) -> Response:
@@ -136,7 +133,7 @@ async def list_deliveries(
 @router.post(
     "/webhooks/{webhook_id}:test",
     name="test_webhook",
-    responses=EMPTY_RESPONSE,
+    responses=responses.EMPTY_RESPONSE,
     summary="webhooks.test",
 )
 async def send_test_event(
