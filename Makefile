@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 NODE_DIR := tests/compat/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed
 
-.PHONY: serve test lint typecheck bench clean system-deps
+.PHONY: serve test lint typecheck bench clean system-deps browser-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,14 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 system-deps:
 	scripts/install-system-deps
 
+# Debian's chromium, for the web app's browser tests (serving needs no browser).
+browser-deps:
+	scripts/install-browser
+
 serve: $(SERVE_STAMP) system-deps
 	$(VENV)/bin/openjules serve
 
-test: $(DEV_STAMP) $(NODE_STAMP) system-deps
+test: $(DEV_STAMP) $(NODE_STAMP) system-deps browser-deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

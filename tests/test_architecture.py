@@ -20,17 +20,26 @@ FORBIDDEN = {
     "openjules.store": (
         "openjules.engine",
         "openjules.api",
+        "openjules.web",
         "openjules.cli",
         "openjules.server",
         "openjules.testing",
     ),
     "openjules.engine": (
         "openjules.api",
+        "openjules.web",
         "openjules.cli",
         "openjules.server",
         "openjules.testing",
     ),
-    "openjules.api": ("openjules.cli", "openjules.server", "openjules.testing"),
+    "openjules.api": ("openjules.cli", "openjules.server", "openjules.testing", "openjules.web"),
+    # The web app reaches the engine only as the API does (through the app's runner).
+    "openjules.web": (
+        "openjules.cli",
+        "openjules.server",
+        "openjules.testing",
+        "openjules.engine",
+    ),
     "openjules.server": ("openjules.cli", "openjules.testing"),
     "openjules.testing": ("openjules.cli",),
 }

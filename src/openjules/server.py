@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from openjules import web
 from openjules.api import create_app, end_streams
 from openjules.engine.service import EngineService
 from openjules.http_protocol import (
@@ -132,7 +133,9 @@ async def composed_app(
     await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
     async with EngineService(settings=settings, observe=observe) as engine:
         # One database (and its connection pools) for the API and the engine.
-        yield create_app(settings, runner=engine.runner, database=engine.db)
+        app = create_app(settings, runner=engine.runner, database=engine.db)
+        web.install(app)
+        yield app
 
 
 async def serve(

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     default_user: str = "default"
     # Seconds an authenticated key is remembered; a revoked key works at most this long.
     auth_cache_seconds: float = 1.0
+    # How long a web app sign-in lasts (revoking its API key ends it sooner).
+    web_session_hours: float = Field(default=168.0, gt=0)
     # Debug logging of each request's database time.
     database_echo: bool = False
 

@@ -8,6 +8,7 @@ from fastapi import Request
 from openjules._errors import Unauthenticated
 from openjules.api.state import AppState
 from openjules.store import users
+from openjules.store.clock import now_us
 from openjules.store.users import User
 
 MISSING = (
@@ -25,9 +26,15 @@ async def current_user(request: Request) -> User:
     user = state.key_cache.get(secret)
     if user is None:
         async with state.db.read() as conn:
-            user = await users.authenticate(conn, secret=secret)
-        if user is None:
+            owner = await users.authenticate_key(conn, secret=secret)
+        if owner is None:
             raise Unauthenticated(INVALID)
+        # Checked on a cache miss only: a key in use costs a write at most once a minute.
+        now = now_us()
+        if users.use_is_news(owner, now=now):
+            async with state.db.write() as conn:
+                await users.mark_used(conn, key_id=owner.key_id, now=now)
+        user = owner.user
         state.key_cache.put(secret, user)
     # Counted once authenticated: an unknown key is refused above and costs no allowance.
     state.rate_limiter.check(secret)

@@ -4,37 +4,27 @@ archive and unarchive, plus our cancel, pause and resume (``POST
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
-from openjules._errors import FieldViolation, InvalidArgument, NotFound
+from openjules._errors import NotFound
 from openjules._types import (
-    ActivityKind,
     CreateSessionRequest,
     EmptyRequest,
     ListSessionsResponse,
-    Originator,
-    ProgressUpdated,
     SendMessageRequest,
     Session,
-    SessionFailed,
-    UserMessaged,
 )
 from openjules.api import pagination, responses, sse, streams
 from openjules.api.auth import current_user
 from openjules.api.filters import SESSION_FIELDS, parse_filter
 from openjules.api.limits import checked_request
 from openjules.api.state import AppState
-from openjules.store import plans, sessions, transitions
-from openjules.store.activities import NewActivity
+from openjules.store import session_actions, sessions
+from openjules.store.session_actions import Action
 from openjules.store.session_wire import render_session
-from openjules.store.sessions import SessionRecord
-from openjules.store.transitions import Event
 from openjules.store.users import User
 
 # Every text a request brings is checked before the route sees it (api.limits).
@@ -116,81 +106,22 @@ async def get_session(
     summary="sessions.delete",
 )
 async def delete_session(request: Request, user: CurrentUser, session_id: str) -> Response:
-    state = AppState.of(request)
-    async with state.db.write() as conn:
-        await sessions.delete_session(conn, owner_id=user.id, session_id=session_id)
-    await state.stop_work(session_id)
-    return responses.empty()
+    return await _verb(request, user, session_id, session_actions.DELETE)
 
 
-class Then(Enum):
-    """What the runner is told once a verb's transaction has committed."""
-
-    NOTHING = "nothing"
-    WAKE = "wake"  # a job was enqueued: start it now rather than at the next poll
-    STOP = "stop"  # the session wants no more work: stop what runs in this process now
-
-
-# A verb's change, made in the API's one transaction: the session to answer with, or None
-# for ``{}``.
-Change = Callable[[AsyncConnection, User, str], Awaitable[SessionRecord | None]]
-
-
-async def _verb(
-    request: Request, user: User, session_id: str, change: Change, *, then: Then
-) -> Response:
-    """Every ``:verb`` has this shape: check the id, make the change in one transaction
-    (through the transition table, so refusals are FAILED_PRECONDITION), tell the runner,
-    answer the Session or ``{}``."""
+async def _verb(request: Request, user: User, session_id: str, action: Action) -> Response:
+    """Every ``:verb`` has this shape: check the id, apply the action in one transaction,
+    tell the runner, answer the Session or ``{}``."""
     sessions.check_session_id(session_id)
     state = AppState.of(request)
     async with state.db.write() as conn:
-        session = await change(conn, user, session_id)
-    if then is Then.WAKE:
-        await state.wake(session_id)
-    elif then is Then.STOP:
-        await state.stop_work(session_id)
+        session = await action.apply(conn, owner_id=user.id, session_id=session_id)
+    await state.after(action, session_id=session_id)
     if session is None:
         return responses.empty()
     return responses.wire(render_session(session, base_url=state.public_base_url))
 
 
-def _by_user(event: Event, kind: ActivityKind, *, answer: bool) -> Change:
-    """A change that applies ``event`` with one activity of the user's; ``answer``: the
-    response is the Session as the change left it."""
-
-    async def change(conn: AsyncConnection, user: User, session_id: str) -> SessionRecord | None:
-        await transitions.apply(
-            conn,
-            session_id=session_id,
-            owner_id=user.id,
-            event=event,
-            new_activities=[NewActivity(kind=kind, originator=Originator.USER)],
-        )
-        return await sessions.get(conn, owner_id=user.id, session_id=session_id) if answer else None
-
-    return change
-
-
-def _archived(archived: bool) -> Change:
-    async def change(conn: AsyncConnection, user: User, session_id: str) -> SessionRecord:
-        return await sessions.set_archived(
-            conn, owner_id=user.id, session_id=session_id, archived=archived
-        )
-
-    return change
-
-
-async def _approve(conn: AsyncConnection, user: User, session_id: str) -> None:
-    await plans.approve_latest(conn, owner_id=user.id, session_id=session_id)
-
-
-CANCELLED_REASON = "Cancelled by the user."
-PAUSED_TITLE = "Paused by the user"
-RESUMED_TITLE = "Resumed by the user"
-_cancel = _by_user(Event.CANCELLED, SessionFailed(reason=CANCELLED_REASON), answer=True)
-_pause = _by_user(Event.PAUSED, ProgressUpdated(title=PAUSED_TITLE), answer=True)
-_resume = _by_user(Event.RESUMED, ProgressUpdated(title=RESUMED_TITLE), answer=True)
 EmptyBody = Annotated[EmptyRequest | None, Body()]
 
 
@@ -207,13 +138,7 @@ async def send_message(
     body: Annotated[SendMessageRequest | None, Body()] = None,
 ) -> Response:
     prompt = (body.prompt if body else None) or ""
-    if not prompt.strip():
-        raise InvalidArgument(
-            "The prompt is required.",
-            field_violations=[FieldViolation("prompt", "The prompt must not be empty.")],
-        )
-    change = _by_user(Event.USER_MESSAGED, UserMessaged(user_message=prompt), answer=False)
-    return await _verb(request, user, session_id, change, then=Then.WAKE)
+    return await _verb(request, user, session_id, session_actions.send_message(prompt))
 
 
 @router.post(
@@ -225,7 +150,7 @@ async def send_message(
 async def approve_plan(
     request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
 ) -> Response:
-    return await _verb(request, user, session_id, _approve, then=Then.WAKE)
+    return await _verb(request, user, session_id, session_actions.APPROVE_PLAN)
 
 
 @router.post(
@@ -237,7 +162,7 @@ async def approve_plan(
 async def archive_session(
     request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
 ) -> Response:
-    return await _verb(request, user, session_id, _archived(True), then=Then.NOTHING)
+    return await _verb(request, user, session_id, session_actions.ARCHIVE)
 
 
 @router.post(
@@ -249,7 +174,7 @@ async def archive_session(
 async def unarchive_session(
     request: Request, user: CurrentUser, session_id: str, _body: EmptyBody = None
 ) -> Response:
-    return await _verb(request, user, session_id, _archived(False), then=Then.NOTHING)
+    return await _verb(request, user, session_id, session_actions.UNARCHIVE)
 
 
 @router.post(
@@ -263,7 +188,7 @@ async def cancel_session(
 ) -> Response:
     """Stop the agent and end the session FAILED ("Cancelled by the user."); a later
     sendMessage wakes it like any failed session. Answers the Session."""
-    return await _verb(request, user, session_id, _cancel, then=Then.STOP)
+    return await _verb(request, user, session_id, session_actions.CANCEL)
 
 
 @router.post(
@@ -277,7 +202,7 @@ async def pause_session(
 ) -> Response:
     """Stop the agent and hold the session PAUSED (no worker, process or sandbox) until
     :resume. Answers the Session."""
-    return await _verb(request, user, session_id, _pause, then=Then.STOP)
+    return await _verb(request, user, session_id, session_actions.PAUSE)
 
 
 @router.post(
@@ -291,7 +216,7 @@ async def resume_session(
 ) -> Response:
     """Put a PAUSED session back in the state it was paused in; the agent continues from
     its last recorded step. Answers the Session."""
-    return await _verb(request, user, session_id, _resume, then=Then.WAKE)
+    return await _verb(request, user, session_id, session_actions.RESUME)
 
 
 @router.post("/sessions/{name}", include_in_schema=False)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Query
@@ -56,6 +57,29 @@ def encode_event(*, event: str, data: str, event_id: str | None = None) -> bytes
         lines.append(f"id: {event_id}")
     lines.extend(f"data: {line}" for line in data.splitlines() or [""])
     return ("\n".join(lines) + "\n\n").encode()
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    data: str
+    event_id: str | None = None
+
+
+def decode_event(chunk: bytes) -> Event | None:
+    """An event as ``encode_event`` wrote it; None for a comment (a keep-alive)."""
+    name, event_id, data = "message", None, []
+    for line in chunk.decode().split("\n"):
+        field, _, value = line.partition(": ")
+        if field == "event":
+            name = value
+        elif field == "id":
+            event_id = value
+        elif field == "data":
+            data.append(value)
+    if not data:
+        return None
+    return Event(event=name, data="\n".join(data), event_id=event_id)
 
 
 def wants_stream(alt: str | None) -> bool:

@@ -13,6 +13,7 @@ from openjules.api.stream_hub import StreamHub
 from openjules.engine.runner import Runner
 from openjules.settings import Settings
 from openjules.store.database import Database
+from openjules.store.session_actions import Action, Then
 from openjules.store.session_wire import render_session
 from openjules.store.sessions import SessionRecord
 from openjules.store.users import User
@@ -69,6 +70,13 @@ class AppState:
     def _session_json(self, record: SessionRecord) -> str:
         """A session exactly as sessions.get answers it."""
         return render_session(record, base_url=self.public_base_url).to_json().decode()
+
+    async def after(self, action: Action, *, session_id: str) -> None:
+        """Tell the runner what ``action`` (committed) asks of it."""
+        if action.then is Then.WAKE:
+            await self.wake(session_id)
+        elif action.then is Then.STOP:
+            await self.stop_work(session_id)
 
     async def wake(self, session_id: str) -> None:
         """A job was enqueued: let a worker claim it now instead of at its next poll."""

@@ -57,7 +57,7 @@ async def activity_stream(
         # Live from the last activity sent; the hub's first refresh catches up on what
         # was committed since the history query.
         live = state.streams.follow_activities(session_id=session_id, flt=flt, after_ns=cursor)
-        async for chunk in _followed(state, live):
+        async for chunk in followed(state, live):
             yield chunk
 
     return EventStream(events())
@@ -70,7 +70,7 @@ async def session_stream(request: Request, *, user: User, session_id: str) -> Ev
         record = await sessions.get(conn, owner_id=user.id, session_id=session_id)
 
     async def events() -> AsyncIterator[bytes]:
-        async for chunk in _followed(state, state.streams.follow_session(record=record)):
+        async for chunk in followed(state, state.streams.follow_session(record=record)):
             yield chunk
 
     return EventStream(events())
@@ -83,16 +83,17 @@ async def sessions_stream(request: Request, *, user: User, flt: Filter) -> Event
     state = AppState.of(request)
 
     async def events() -> AsyncIterator[bytes]:
-        async for chunk in _followed(state, state.streams.follow_list(owner_id=user.id, flt=flt)):
+        async for chunk in followed(state, state.streams.follow_list(owner_id=user.id, flt=flt)):
             yield chunk
 
     return EventStream(events())
 
 
-async def _followed(state: AppState, follower: Follower) -> AsyncIterator[bytes]:
+async def followed(state: AppState, follower: Follower) -> AsyncIterator[bytes]:
     """What the hub hands ``follower``, with keep-alives, until the stream ends; then the
-    hub forgets it. Called from inside a stream's body, so a response that never starts
-    never registers a follower it would not leave."""
+    hub forgets it (the web app's live pages read their events through here too). Called
+    from inside a stream's body, so a response that never starts never registers a
+    follower it would not leave."""
     try:
         async for chunk in follower.chunks(keepalive_seconds=state.settings.sse_keepalive_seconds):
             yield chunk

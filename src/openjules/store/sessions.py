@@ -223,11 +223,16 @@ async def list_page(
     flt: Filter,
     page_size: int,
     page_token: str | None,
+    title_contains: str = "",
 ) -> tuple[list[SessionRecord], str]:
-    """Newest first, keyset-paginated on (create_time, id)."""
+    """Newest first, keyset-paginated on (create_time, id); ``title_contains``: only
+    sessions whose title contains that text, ignoring case (the web app's search)."""
     where = [_S.owner_id == owner_id, filter_clause(flt, SESSION_FILTER_COLUMNS)]
     if not flt.mentions("archived"):
         where.append(_S.archived.is_(False))
+    if title_contains:
+        escaped = re.sub(r"([\\%_])", r"\\\1", title_contains)
+        where.append(_S.title.ilike(f"%{escaped}%", escape="\\"))
     if page_token:
         create_time, session_id = decode_cursor(page_token)
         where.append(

@@ -46,7 +46,25 @@ api_keys = Table(
     Column("key_hash", String(64), nullable=False, unique=True),
     Column("create_time", BigInteger, nullable=False),
     Column("revoke_time", BigInteger, nullable=True),
+    # When the key last authenticated a request, to the minute (users.mark_used).
+    Column("last_used_time", BigInteger, nullable=True),
     Index("ix_api_keys_user_live", "user_id", "revoke_time"),
+)
+
+# Signed-in browsers of the web app. The cookie holds a random token; only its SHA-256 is
+# stored, so a copy of the database opens no one's session. A session lives as long as
+# the API key it was opened with: revoking the key ends it.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("api_key_id", String(32), ForeignKey("api_keys.id", ondelete="CASCADE"), nullable=False),
+    # The synchronizer token every form of this session carries.
+    Column("csrf_token", String(64), nullable=False),
+    Column("create_time", BigInteger, nullable=False),
+    Column("expire_time", BigInteger, nullable=False),
+    Index("ix_web_sessions_expire_time", "expire_time"),
 )
 
 sources = Table(
