@@ -62,5 +62,6 @@ def serve(host: str | None, port: int | None, *, settings: Settings) -> None:
             f"openjules listening on http://{where} "
             f"(API base {base}/v1alpha, database {describe_database(settings)})"
         )
+        click.echo(f"web app: {base}/ (sign in with an API key)")
 
     asyncio.run(serve_forever(settings, sock=sock, on_listening=listening))

@@ -68,6 +68,16 @@ async def web_session(request: Request) -> WebSession | None:
     return found
 
 
+async def still_signed_in(request: Request) -> bool:
+    """Whether this request's sign-in is still live now (read afresh: a long-lived live
+    stream asks again, so signing out or revoking the key ends it)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return False
+    async with AppState.of(request).db.read() as conn:
+        return await web_sessions.find(conn, token=token, now=now_us()) is not None
+
+
 async def signed_in(request: Request) -> WebSession:
     """A route dependency: the signed-in session, or a redirect to the sign-in page."""
     found = await web_session(request)

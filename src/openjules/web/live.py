@@ -13,6 +13,7 @@ complete as served; the page script (``static/app.js``) adds these updates.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
@@ -24,6 +25,7 @@ from openjules.api.sse import EventStream, encode_event
 from openjules.api.state import AppState
 from openjules.store import sessions
 from openjules.store.query import Filter
+from openjules.web import auth
 from openjules.web.auth import SignedInUser
 from openjules.web.listing import SessionsView
 from openjules.web.pages import PageRoute, fragment
@@ -33,9 +35,21 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 Translate = Callable[[sse.Event], bytes | None]
 
 
-def _rendered(chunks: AsyncIterator[bytes], translate: Translate) -> AsyncIterator[bytes]:
+def _rendered(
+    request: Request, chunks: AsyncIterator[bytes], translate: Translate
+) -> AsyncIterator[bytes]:
+    """Each event as ``translate`` renders it, while the browser's sign-in lasts: it is
+    checked again before an event or keep-alive once ``auth_cache_seconds`` have passed
+    (as API keys are), and the stream ends when it has ended (signed out, key revoked)."""
+    recheck_s = AppState.of(request).settings.auth_cache_seconds
+
     async def events() -> AsyncIterator[bytes]:
+        checked = time.monotonic()
         async for chunk in chunks:
+            if time.monotonic() - checked >= recheck_s:
+                if not await auth.still_signed_in(request):
+                    return
+                checked = time.monotonic()
             event = sse.decode_event(chunk)
             if event is None:
                 yield chunk  # a keep-alive
@@ -79,7 +93,7 @@ async def live_activities(
         follower = state.streams.follow_activities(
             session_id=session_id, flt=Filter(), after_ns=cursor
         )
-        async for chunk in _rendered(streams.followed(state, follower), translate):
+        async for chunk in _rendered(request, streams.followed(state, follower), translate):
             yield chunk
 
     return EventStream(events())
@@ -100,7 +114,7 @@ async def live_session(request: Request, user: SignedInUser, session_id: str) ->
 
     async def events() -> AsyncIterator[bytes]:
         follower = state.streams.follow_session(record=record)
-        async for chunk in _rendered(streams.followed(state, follower), translate):
+        async for chunk in _rendered(request, streams.followed(state, follower), translate):
             yield chunk
 
     return EventStream(events())
@@ -121,7 +135,7 @@ async def live_sessions(request: Request, user: SignedInUser) -> Response:
     async def events() -> AsyncIterator[bytes]:
         # Every change of the user's sessions: one that leaves the view must be heard too.
         follower = state.streams.follow_list(owner_id=user.id, flt=Filter())
-        async for chunk in _rendered(streams.followed(state, follower), translate):
+        async for chunk in _rendered(request, streams.followed(state, follower), translate):
             yield chunk
 
     return EventStream(events())

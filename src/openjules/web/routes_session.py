@@ -74,7 +74,8 @@ async def send_message(
     request: Request, user: SignedInUser, session_id: str, form: CheckedForm
 ) -> Response:
     text = form.get("message")
-    message = text if isinstance(text, str) else ""
+    # A browser sends a textarea's line breaks as CRLF: the API's clients send LF.
+    message = text.replace("\r\n", "\n") if isinstance(text, str) else ""
     try:
         action = session_actions.send_message(message, field="message")
         await _apply(request, user_id=user.id, session_id=session_id, action=action)

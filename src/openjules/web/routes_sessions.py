@@ -109,7 +109,8 @@ async def new_session_page(request: Request, _user: SignedInUser, records: Sourc
 def _create_request(form: FormData) -> CreateSessionRequest:
     def text(name: str) -> str:
         value = form.get(name)
-        return value if isinstance(value, str) else ""
+        # A browser sends a textarea's line breaks as CRLF: the API's clients send LF.
+        return value.replace("\r\n", "\n") if isinstance(value, str) else ""
 
     source = text("source")
     context = None
