@@ -20,7 +20,6 @@ from openjules.api import pagination, responses
 from openjules.api.auth import current_user
 from openjules.api.limits import checked_request
 from openjules.api.state import AppState
-from openjules.outbound import TargetRefused, resolve_target
 from openjules.store import webhook_outbox, webhooks
 from openjules.store.users import User
 
@@ -48,15 +47,12 @@ async def create_webhook(
     """The new webhook, with its signing ``secret`` (shown only here). The URL's host
     must resolve to public addresses unless the operator allows others."""
     state = AppState.of(request)
-    new = webhooks.validate(body or CreateWebhookRequest())
-    try:
-        # Before the transaction: a name lookup can take a while.
-        await resolve_target(new.url, allow_private=state.settings.webhooks_allow_private)
-    except TargetRefused as exc:
-        message = str(exc)
-        raise InvalidArgument(message, field_violations=[FieldViolation("url", message)]) from None
-    async with state.db.write() as conn:
-        record = await webhooks.create(conn, owner_id=user.id, webhook=new)
+    record = await webhooks.register(
+        state.db,
+        owner_id=user.id,
+        request=body or CreateWebhookRequest(),
+        allow_private=state.settings.webhooks_allow_private,
+    )
     return responses.wire(record.to_wire(with_secret=True))
 
 

@@ -20,9 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from openjules._types import CreateWebhookRequest, Webhook, WebhookDelivery, WebhookEventType
-from openjules.outbound import TargetRefused, split_url
+from openjules.outbound import TargetRefused, resolve_target, split_url
 from openjules.store import cursors, tables
 from openjules.store.clock import format_timestamp, new_hex_id, now_us
+from openjules.store.database import Database
 
 MAX_URL_CHARS = 2048
 MAX_DESCRIPTION_CHARS = 1000
@@ -165,6 +166,21 @@ async def create(
         )
     )
     return record
+
+
+async def register(
+    db: Database, *, owner_id: int, request: CreateWebhookRequest, allow_private: bool
+) -> WebhookRecord:
+    """webhooks.create for every front end: validate ``request``, check that the URL's
+    host may be reached (before the transaction: a name lookup can take a while), create."""
+    new = validate(request)
+    try:
+        await resolve_target(new.url, allow_private=allow_private)
+    except TargetRefused as exc:
+        message = str(exc)
+        raise InvalidArgument(message, field_violations=[FieldViolation("url", message)]) from None
+    async with db.write() as conn:
+        return await create(conn, owner_id=owner_id, webhook=new)
 
 
 async def get(conn: AsyncConnection, *, owner_id: int, webhook_id: str) -> WebhookRecord:

@@ -14,10 +14,9 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from openjules._errors import APIError, FailedPrecondition, FieldViolation, InvalidArgument
+from openjules._errors import APIError, FailedPrecondition, InvalidArgument
 from openjules._types import CreateWebhookRequest, WebhookEventType
 from openjules.api.state import AppState
-from openjules.outbound import TargetRefused, resolve_target
 from openjules.store import sources, users, web_sessions, webhook_outbox, webhooks
 from openjules.store.clock import format_timestamp, now_us
 from openjules.store.users import ApiKeyInfo, User
@@ -231,21 +230,17 @@ def _fields_of(error: APIError) -> frozenset[str]:
 
 @router.post("/webhooks")
 async def create_webhook(request: Request, user: SignedInUser, form: CheckedForm) -> Response:
-    """As webhooks.create does it: validate, check the URL's host may be reached (before
-    the transaction: a name lookup can take a while), create; the secret shown once."""
+    """webhooks.create, as the API does it (store.webhooks.register); the secret shown
+    once."""
     state = AppState.of(request)
     values = WebhookForm.of(form)
     try:
-        new = webhooks.validate(values.request())
-        try:
-            await resolve_target(new.url, allow_private=state.settings.webhooks_allow_private)
-        except TargetRefused as exc:
-            message = str(exc)
-            raise InvalidArgument(
-                message, field_violations=[FieldViolation("url", message)]
-            ) from None
-        async with state.db.write() as conn:
-            record = await webhooks.create(conn, owner_id=user.id, webhook=new)
+        record = await webhooks.register(
+            state.db,
+            owner_id=user.id,
+            request=values.request(),
+            allow_private=state.settings.webhooks_allow_private,
+        )
     except (InvalidArgument, FailedPrecondition) as exc:
         return await _webhooks_page(
             request,
