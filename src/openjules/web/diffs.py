@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_DIFF_HEADER = re.compile(r"^diff --git (?:\"?a/(.+?)\"?) (?:\"?b/(.+?)\"?)$")
+_DIFF_HEADER = re.compile(r'^diff --git ("?a/.+?"?) ("?b/.+?"?)$')
+# git's C escapes in a quoted path; a non-ASCII character is its UTF-8 bytes in octal.
+_ESCAPES = {"a": 7, "b": 8, "t": 9, "n": 10, "v": 11, "f": 12, "r": 13, '"': 34, "\\": 92}
+_OCTAL = re.compile(r"[0-7]{1,3}")
 
 
 @dataclass(frozen=True)
@@ -24,19 +27,44 @@ class FileDiff:
         return "file-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.path)
 
 
+def unquote(name: str) -> str:
+    """A path as git prints it: in double quotes with C escapes when it holds a quote, a
+    backslash, a control or a non-ASCII character (``"caf\\303\\251.txt"``); else as is."""
+    if len(name) < 2 or name[0] != '"' or name[-1] != '"':
+        return name
+    body, raw, i = name[1:-1], bytearray(), 0
+    while i < len(body):
+        octal = _OCTAL.match(body, i + 1) if body[i] == "\\" else None
+        if octal:
+            raw.append(int(octal.group(), 8) & 0xFF)
+            i = octal.end()
+        elif body[i] == "\\" and i + 1 < len(body):
+            escaped = body[i + 1]
+            raw += bytes([_ESCAPES[escaped]]) if escaped in _ESCAPES else escaped.encode()
+            i += 2
+        else:
+            raw += body[i].encode()
+            i += 1
+    return raw.decode("utf-8", errors="replace")
+
+
+def _name(token: str) -> str:
+    """``a/PATH`` or ``b/PATH``, quoted or not, as PATH."""
+    name = unquote(token)
+    return name[2:] if name[:2] in ("a/", "b/") else name
+
+
 def _path_of(line: str, prefix: str) -> str | None:
     name = line[len(prefix) :].strip()
     if name == "/dev/null":
         return None
-    if name.startswith('"') and name.endswith('"'):
-        name = name[1:-1]
-    return name[2:] if name[:2] in ("a/", "b/") else name
+    return _name(name)
 
 
 def _file(chunk: list[str]) -> FileDiff:
     header = _DIFF_HEADER.match(chunk[0])
-    old = new = header.group(2) if header else ""
-    old_path = header.group(1) if header else ""
+    old = new = _name(header.group(2)) if header else ""
+    old_path = _name(header.group(1)) if header else ""
     added = removed = 0
     status = "modified"
     in_hunks = False
@@ -49,9 +77,9 @@ def _file(chunk: list[str]) -> FileDiff:
             elif line.startswith("deleted file mode"):
                 status = "deleted"
             elif line.startswith("rename from "):
-                status, old_path = "renamed", line[len("rename from ") :]
+                status, old_path = "renamed", unquote(line[len("rename from ") :].strip())
             elif line.startswith("rename to "):
-                new = line[len("rename to ") :]
+                new = unquote(line[len("rename to ") :].strip())
             elif line.startswith("--- "):
                 old_path = _path_of(line, "--- ") or old_path
             elif line.startswith("+++ "):

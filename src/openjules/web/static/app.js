@@ -2,6 +2,17 @@
 // without this script; it only adds what JavaScript can (no inline scripts: CSP).
 "use strict";
 
+// A live stream the browser gave up on (signed out, key revoked, the server gone for
+// good: EventSource retries by itself otherwise) leaves the page as it was; say so.
+function watchLive(source) {
+  source.addEventListener("error", () => {
+    if (source.readyState !== EventSource.CLOSED) return;
+    const note = document.getElementById("live-stopped");
+    if (note) note.hidden = false;
+  });
+  return source;
+}
+
 function parseFragment(html) {
   const template = document.createElement("template");
   template.innerHTML = html.trim();
@@ -13,7 +24,7 @@ function followSessionList(main) {
   const list = document.getElementById("session-list");
   const empty = document.getElementById("no-sessions");
   const insert = main.hasAttribute("data-live-insert");
-  const source = new EventSource(main.dataset.liveList);
+  const source = watchLive(new EventSource(main.dataset.liveList));
   const refreshEmpty = () => { if (empty) empty.hidden = list.children.length > 0; };
   source.addEventListener("row", (event) => {
     const row = parseFragment(event.data);
@@ -70,8 +81,8 @@ function followSession(main) {
     last.querySelector(".activity-head").insertBefore(label, last.querySelector("time"));
   };
 
-  const activities = new EventSource(
-    "/session/" + id + "/live/activities?after=" + encodeURIComponent(main.dataset.after));
+  const activities = watchLive(new EventSource(
+    "/session/" + id + "/live/activities?after=" + encodeURIComponent(main.dataset.after)));
   activities.addEventListener("activity", (event) => {
     const item = parseFragment(event.data);
     if (document.getElementById(item.id)) return;  // already shown (a reconnect)
@@ -81,7 +92,7 @@ function followSession(main) {
     if (item.hasAttribute("data-changes")) refreshChanges();
   });
 
-  const sessionEvents = new EventSource("/session/" + id + "/live/session");
+  const sessionEvents = watchLive(new EventSource("/session/" + id + "/live/session"));
   sessionEvents.addEventListener("session", (event) => {
     // Keep an open confirmation open across an update of the buttons.
     const open = Array.from(header.querySelectorAll("details[open] summary"))
@@ -102,9 +113,23 @@ function followSession(main) {
   });
 }
 
-// --- The diff viewer: syntax-highlighted per-file diffs where diff2html is loaded. ---
+// --- The diff viewer: syntax-highlighted per-file diffs. diff2html (1 MB, highlight.js
+// inside) is fetched only by a page that shows a diff, once the page is interactive (a
+// deferred script would run before DOMContentLoaded); the plain diff shows until then.
+const DIFF_RENDERER = "/static/vendor/diff2html/diff2html-ui.min.js";
+let diffRenderer = null;
+
 function renderDiffs(root) {
-  if (typeof Diff2HtmlUI === "undefined") return;
+  if (!root.querySelector("pre[data-diff]")) return;
+  if (typeof Diff2HtmlUI === "undefined") {
+    if (!diffRenderer) {
+      diffRenderer = document.createElement("script");
+      diffRenderer.src = DIFF_RENDERER;
+      document.head.appendChild(diffRenderer);
+    }
+    diffRenderer.addEventListener("load", () => renderDiffs(root), { once: true });
+    return;
+  }
   root.querySelectorAll("pre[data-diff]").forEach((pre) => {
     const target = document.createElement("div");
     target.className = "diff2html-target";
