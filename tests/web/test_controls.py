@@ -17,16 +17,14 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from openjules.settings import Settings
 from openjules.store.session_actions import CANCELLED_REASON, PAUSED_TITLE, RESUMED_TITLE
-from openjules.testing import FakeModel, LiveServer, register_source
+from openjules.testing import LiveServer
 from tests.engine.agent_support import needs_bubblewrap
+from tests.engine.worker_support import call
 from tests.support import TERMINAL, api_client, make_repo, processes_with, wait_for_state
-from tests.web.browser_support import off_loop
-from tests.web.safety_support import (
+from tests.web.agent_support import (
     Scripts,
-    agent_server,
-    call,
+    local_source,
     no_reload,
     row_badge,
     sign_in,
@@ -41,30 +39,9 @@ LIVE_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
-def scripts() -> Scripts:
-    return Scripts()
-
-
-@pytest.fixture(scope="module")
-def model(scripts: Scripts) -> Iterator[FakeModel]:
-    with FakeModel(scripts) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def agent(
-    server_settings: Settings, model: FakeModel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    with agent_server(server_settings, model, tmp_path_factory.mktemp("controls")) as live:
-        yield live
-
-
-@pytest.fixture(scope="module")
 def source(agent: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> str:
     repo = make_repo(tmp_path_factory.mktemp("controls-repo"), {"app.py": "print('hello')\n"})
-    return off_loop(
-        register_source, agent.settings, location=str(repo), owner="acme", repo="controls"
-    )
+    return local_source(agent, repo, "controls")
 
 
 @pytest.fixture

@@ -27,10 +27,10 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Dialog, Page, Response, Route, expect
 
-from openjules.settings import Settings
-from openjules.testing import FakeModel, LiveServer, provision_user, register_source
+from openjules.testing import LiveServer, provision_user
 from openjules.web.diffs import split_patch
 from tests.engine.agent_support import needs_bubblewrap
+from tests.engine.worker_support import call
 from tests.support import (
     MISSING_SESSION_ID,
     TERMINAL,
@@ -39,20 +39,21 @@ from tests.support import (
     make_repo,
     wait_for_state,
 )
-from tests.web.browser_support import PageErrors, off_loop
-from tests.web.conftest import NewPage
-from tests.web.safety_support import (
+from tests.web.agent_support import (
     Scripts,
-    agent_server,
-    call,
     csrf_token,
+    local_source,
+    new_key,
     no_reload,
     revoke_key,
     row_badge,
+    session_id_of,
     sign_in,
     start,
     state_badge,
 )
+from tests.web.browser_support import PageErrors, off_loop
+from tests.web.conftest import NewPage
 
 pytestmark = needs_bubblewrap
 
@@ -60,29 +61,6 @@ LIVE_TIMEOUT_MS = 30_000
 COOKIE = "openjules_session"
 # A session with plan approval that stops there: it waits for the plan to be approved.
 PARKED = [call("propose_plan", steps=[{"title": "Wait"}])]
-
-
-@pytest.fixture(scope="module")
-def scripts() -> Scripts:
-    return Scripts()
-
-
-@pytest.fixture(scope="module")
-def model(scripts: Scripts) -> Iterator[FakeModel]:
-    with FakeModel(scripts) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def agent(
-    server_settings: Settings, model: FakeModel, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    with agent_server(server_settings, model, tmp_path_factory.mktemp("safety")) as live:
-        yield live
-
-
-def new_key(live: LiveServer, name: str) -> str:
-    return off_loop(provision_user, live.settings, name=f"{name}-{secrets.token_hex(4)}")
 
 
 @dataclass(frozen=True)
@@ -531,9 +509,7 @@ def xss_source(agent: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> s
     repo = make_repo(
         tmp_path_factory.mktemp("xss-repo"), {"README.md": "# demo\n"}, branches=(BRANCH,)
     )
-    return off_loop(
-        register_source, agent.settings, location=str(repo), owner="acme", repo="markup"
-    )
+    return local_source(agent, repo, "markup")
 
 
 def test_markup_from_users_and_the_agent_shows_as_text_served_and_live(
@@ -565,7 +541,7 @@ def test_markup_from_users_and_the_agent_shows_as_text_served_and_live(
     page.get_by_label("Require plan approval").check()
     page.get_by_role("button", name="Start session").click()
     expect(page).to_have_url(re.compile(r"/session/\d+$"))
-    sid = page.url.rsplit("/", 1)[1]
+    sid = session_id_of(page)
 
     expect(page.get_by_role("heading", level=1)).to_have_text(title)
     expect(page.locator("#session-header .branch").first).to_have_text(BRANCH)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
@@ -31,6 +30,7 @@ from openjules.testing import LiveServer, WebhookReceiver, provision_user
 from tests.conftest import drop_database, fresh_database
 from tests.support import api_client, ok_json
 from tests.web.browser_support import off_loop, save_screenshot
+from tests.web.http_support import csrf_token, sign_in, signed_in
 from tests.webhook_support import RETRY_SCHEDULE, wait_for_deliveries
 
 EVENT_TYPES = [
@@ -131,40 +131,14 @@ def main_of(response: httpx.Response) -> Node:
     return dom(response).one("main")
 
 
-# --- signing in and posting forms -------------------------------------------------------
-
-
-def csrf_token_of(response: httpx.Response) -> str:
-    return dom(response).all("input", name="csrf_token")[0].attrs["value"]
-
-
-def sign_in(server: LiveServer, key: str) -> httpx.Client:
-    """A browser-like client signed in with ``key`` (redirects are not followed)."""
-    client = httpx.Client(base_url=server.url, timeout=30.0)
-    form = client.get("/sign-in")
-    assert form.status_code == 200
-    done = client.post(
-        "/sign-in", data={"csrf_token": csrf_token_of(form), "api_key": key, "next": "/"}
-    )
-    assert done.status_code == 303, done.text
-    assert "openjules_session" in client.cookies
-    return client
-
-
-@contextmanager
-def signed_in(server: LiveServer, key: str) -> Iterator[httpx.Client]:
-    client = sign_in(server, key)
-    try:
-        yield client
-    finally:
-        client.close()
+# --- posting forms, users ---------------------------------------------------------------
 
 
 def post_form(
     client: httpx.Client, path: str, data: dict[str, Any] | None = None, *, page: str = "/keys"
 ) -> httpx.Response:
     """POST a form the way the page does: with the session's token from ``page``."""
-    token = csrf_token_of(client.get(page))
+    token = csrf_token(client.get(page).text)
     return client.post(path, data={"csrf_token": token, **(data or {})})
 
 
@@ -395,7 +369,7 @@ def test_revoke_a_key(server: LiveServer, web: httpx.Client) -> None:
 
 def test_revoking_this_browsers_key_signs_it_out(server: LiveServer) -> None:
     key = new_key(server, unique("self"))
-    web = sign_in(server, key)
+    web, _ = sign_in(server, key)
     cookie = web.cookies["openjules_session"]
     done = post_form(web, f"/keys/{key.split('_')[1]}/revoke")
     assert done.status_code == 303
@@ -627,7 +601,7 @@ def test_what_users_wrote_shows_as_text(web: httpx.Client, hook_url: str) -> Non
 def test_a_post_without_the_right_token_is_refused(
     server: LiveServer, web: httpx.Client, path: str, hook_url: str
 ) -> None:
-    token = csrf_token_of(web.get("/keys"))
+    token = csrf_token(web.get("/keys").text)
     data = {"url": hook_url}
     attempts = [
         web.post(path, data=data),
