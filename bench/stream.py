@@ -47,6 +47,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from _postgres import BenchError, postgres_database
 from _process import stop_process
 from openjules._types import CreateSessionRequest, Originator, UserMessaged
 from openjules.http_protocol import raise_open_files_limit
@@ -72,10 +73,6 @@ TARGET_RSS_MB = 150.0
 MARKER = b"event: activity"
 
 
-class BenchError(RuntimeError):
-    pass
-
-
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -84,22 +81,6 @@ class Server:
 
 
 # --- databases and the server -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def postgres_database(admin: str) -> Iterator[str]:
-    name = f"openjules_bench_{secrets.token_hex(4)}"
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        raise BenchError(f"cannot create a database via {admin}: {exc}") from None
-    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def seed(url: str) -> tuple[str, str]:

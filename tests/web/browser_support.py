@@ -1,7 +1,7 @@
 """The browser-test harness: Debian's chromium driven by Playwright's sync API.
 
-- ``chromium_path()``: the Chromium executable (``OPENJULES_CHROMIUM``, else ``chromium`` or
-  ``chromium-browser`` on PATH); ``require_chromium()`` skips without one (fails under CI=true).
+- ``require_chromium()``: ``openjules.testing.browser.chromium_path()`` (``OPENJULES_CHROMIUM``,
+  else ``chromium`` or ``chromium-browser`` on PATH), or skip (fail under CI=true) without one.
   ``scripts/install-browser`` (``make browser-deps``) installs it. Playwright's own browser
   downloads (``playwright install``) are never used.
 - ``PageErrors``: the console errors, uncaught page errors and CSP violations of a test's pages;
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,25 +28,14 @@ from typing import ParamSpec, TypeVar
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, WebError
 
+from openjules.testing.browser import CHROMIUM_NAMES, chromium_path
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENDOR_DIR = REPO_ROOT / "src" / "openjules" / "web" / "static" / "vendor"
 DEFAULT_VIEWPORT = (1280, 800)
-CHROMIUM_NAMES = ("chromium", "chromium-browser")
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-def chromium_path() -> str | None:
-    """The Chromium executable the browser tests drive, or None when there is none."""
-    configured = os.environ.get("OPENJULES_CHROMIUM")
-    if configured:
-        return configured if os.access(configured, os.X_OK) else None
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 def require_chromium() -> str:
@@ -65,11 +53,6 @@ def require_chromium() -> str:
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-def sandbox_args() -> list[str]:
-    """Chromium's sandbox does not run as root: it is turned off then (only then)."""
-    return ["--no-sandbox"] if os.geteuid() == 0 else []
 
 
 def artifacts_dir() -> Path:

@@ -26,13 +26,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer
+from openjules.testing.browser import sandbox_args
 from tests.web.agent_support import Scripts, agent_settings, new_key
 from tests.web.browser_support import (
     DEFAULT_VIEWPORT,
     PageErrors,
     flush_events,
     require_chromium,
-    sandbox_args,
 )
 
 PAGE_ERRORS = pytest.StashKey[PageErrors]()
