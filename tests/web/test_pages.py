@@ -266,3 +266,19 @@ def test_live_events_are_escaped_html(
     assert "event: activity" in seen
     assert "&lt;img src=x onerror=alert(1)&gt;" in seen
     assert "<img src=x" not in seen
+
+
+def test_a_browser_asking_for_a_missing_page_gets_a_page(server: LiveServer) -> None:
+    html = {"accept": "text/html,application/xhtml+xml"}
+    with httpx.Client(base_url=server.url) as browser:
+        page = browser.get("/no/such/page", headers=html)
+        assert page.status_code == 404
+        assert page.headers["content-type"].startswith("text/html")
+        assert "<h1>Not found</h1>" in page.text
+        assert "content-security-policy" in page.headers
+        # The API's paths answer its clients with the JSON envelope, whatever they accept.
+        for path in ("/v1alpha/nothing", "/no/such/page"):
+            headers = html if path.startswith("/v1alpha") else {}
+            answer = browser.get(path, headers=headers)
+            assert answer.status_code == 404
+            assert answer.json()["error"]["status"] == "NOT_FOUND"

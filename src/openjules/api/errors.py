@@ -155,12 +155,29 @@ def allowed_methods(request: Request) -> list[str]:
     return [m for m in METHODS if m in methods]
 
 
+# Set on ``app.state`` by a front end served beside the API (the web app): how a person's
+# browser is told that a page does not exist. API paths are always answered with JSON.
+PAGE_NOT_FOUND = "page_not_found"
+API_PATH_PREFIXES = ("/v1alpha", "/$discovery", "/openapi.json", "/healthz", "/readyz")
+
+
+def _wants_a_page(request: Request) -> bool:
+    return (
+        request.method == "GET"
+        and "text/html" in request.headers.get("accept", "")
+        and not request.url.path.startswith(API_PATH_PREFIXES)
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
-        return envelope_response(
-            NotFound(f"The requested URL {request.url.path} was not found on this server.")
-        )
+        error = NotFound(f"The requested URL {request.url.path} was not found on this server.")
+        page = getattr(request.app.state, PAGE_NOT_FOUND, None)
+        if page is not None and _wants_a_page(request):
+            response: Response = page(request, error)
+            return response
+        return envelope_response(error)
     if exc.status_code == 405:
         methods = allowed_methods(request)
         if request.method == "OPTIONS" and methods:

@@ -12,14 +12,17 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
+from openjules.api import errors
 from openjules.web import live, routes_session, routes_sessions, routes_settings, routes_sign_in
-from openjules.web.pages import Templates
+from openjules.web.pages import Templates, error_page
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
 def install(app: FastAPI) -> None:
     app.state.openjules_web = Templates()
+    # A browser that asks for a page that is not there gets a page saying so.
+    setattr(app.state, errors.PAGE_NOT_FOUND, error_page)
     app.include_router(routes_sign_in.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_session.router)
