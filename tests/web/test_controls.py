@@ -121,7 +121,7 @@ def test_pause_and_resume_from_the_page_while_the_agent_runs_a_command(
     assert scripts.asked(prompt, 1) == 3  # the interrupted step ran again after each resume
 
 
-def test_cancel_asks_for_confirmation_then_fails_the_session_with_its_reason(
+def test_cancel_asks_for_confirmation_then_a_follow_up_wakes_the_session(
     agent: LiveServer,
     scripts: Scripts,
     source: str,
@@ -130,9 +130,14 @@ def test_cancel_asks_for_confirmation_then_fails_the_session_with_its_reason(
     page: Page,
 ) -> None:
     sleep = long_sleep()
+    woken = call("finish", summary="Woken by a follow-up.", commit_message="Nothing")
     prompt = scripts.add(
         f"Cancel me {secrets.token_hex(3)}",
-        [call("propose_plan", steps=[{"title": "Sleep"}]), call("shell", command=sleep)],
+        [
+            call("propose_plan", steps=[{"title": "Sleep"}]),
+            # The cancelled turn is asked again once a follow-up wakes the session.
+            lambda asked: call("shell", command=sleep) if asked == 1 else woken,
+        ],
     )
     sid = start(client, prompt, source=source)
     sign_in(page, agent.url, api_key)
@@ -155,6 +160,18 @@ def test_cancel_asks_for_confirmation_then_fails_the_session_with_its_reason(
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)
     assert client.get(f"/sessions/{sid}").json()["state"] == "FAILED"
     wait_until(lambda: not running(sleep), seconds=10, what="the cancelled command stopping")
+
+    # A follow-up from the page wakes the session (the form posts and the page comes back);
+    # the page then follows the woken session to its end without reloading.
+    page.get_by_label("Message").fill("Never mind the sleep; wrap up.")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send").click()
+    with no_reload(page):
+        expect(state_badge(page)).to_have_text(re.compile(r"Completed$"), timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#timeline li.activity.user-message")).to_contain_text("wrap up")
+    expect(page.locator("#timeline li.activity.completed")).to_contain_text(
+        "Woken by a follow-up."
+    )
 
 
 def rows(page: Page) -> list[str]:
