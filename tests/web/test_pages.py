@@ -282,3 +282,23 @@ def test_a_browser_asking_for_a_missing_page_gets_a_page(server: LiveServer) -> 
             answer = browser.get(path, headers=headers)
             assert answer.status_code == 404
             assert answer.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_form_text_reaches_the_agent_as_api_clients_send_it(
+    api: httpx.Client, web: tuple[httpx.Client, str]
+) -> None:
+    """A browser posts a textarea's line breaks as CRLF; stored, they are LF."""
+    client, token = web
+    started = client.post(
+        "/new", data={"csrf_token": token, "source": "", "prompt": "Line one\r\nLine two"}
+    )
+    session_id = started.headers["location"].removeprefix("/session/")
+    assert ok_json(api.get(f"/sessions/{session_id}"))["prompt"] == "Line one\nLine two"
+    client.post(
+        f"/session/{session_id}/message",
+        data={"csrf_token": token, "message": "Also\r\nthis"},
+    )
+    listed = ok_json(api.get(f"/sessions/{session_id}/activities"))["activities"]
+    assert [a["userMessaged"]["userMessage"] for a in listed if "userMessaged" in a] == [
+        "Also\nthis"
+    ]

@@ -19,7 +19,7 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response
 
 from openjules.api.limits import check_text
@@ -54,28 +54,27 @@ def set_cookie(
     )
 
 
+async def _lookup(request: Request) -> WebSession | None:
+    """The live session of this request's cookie, read now."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    async with AppState.of(request).db.read() as conn:
+        return await web_sessions.find(conn, token=token, now=now_us())
+
+
 async def web_session(request: Request) -> WebSession | None:
     """The signed-in session of this request, read once per request."""
-    if hasattr(request.state, "web_session"):
-        found: WebSession | None = request.state.web_session
-        return found
-    token = request.cookies.get(SESSION_COOKIE)
-    found = None
-    if token:
-        async with AppState.of(request).db.read() as conn:
-            found = await web_sessions.find(conn, token=token, now=now_us())
-    request.state.web_session = found
+    if not hasattr(request.state, "web_session"):
+        request.state.web_session = await _lookup(request)
+    found: WebSession | None = request.state.web_session
     return found
 
 
 async def still_signed_in(request: Request) -> bool:
     """Whether this request's sign-in is still live now (read afresh: a long-lived live
     stream asks again, so signing out or revoking the key ends it)."""
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
-        return False
-    async with AppState.of(request).db.read() as conn:
-        return await web_sessions.find(conn, token=token, now=now_us()) is not None
+    return await _lookup(request) is not None
 
 
 async def signed_in(request: Request) -> WebSession:
@@ -104,12 +103,23 @@ def _same_origin(request: Request) -> bool:
 
 
 async def _form(request: Request) -> FormData:
+    """The posted form, each text checked as the API checks its texts, with line breaks
+    as the API's clients send them (a browser sends a textarea's as CRLF)."""
     form = await request.form()
     settings = AppState.of(request).settings
+    items: list[tuple[str, str | UploadFile]] = []
     for name, value in form.multi_items():
         if isinstance(value, str):
             check_text(value, field=name, max_chars=settings.max_prompt_chars)
-    return form
+            value = value.replace("\r\n", "\n")
+        items.append((name, value))
+    return FormData(items)
+
+
+def form_text(form: FormData, name: str) -> str:
+    """A text field of a posted form ("" when it is absent)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def tokens_match(given: object, expected: str) -> bool:

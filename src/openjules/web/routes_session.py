@@ -10,7 +10,7 @@ from openjules._errors import APIError, NotFound
 from openjules.api.state import AppState
 from openjules.store import session_actions
 from openjules.store.session_actions import Action
-from openjules.web.auth import CheckedForm, SignedInUser
+from openjules.web.auth import CheckedForm, SignedInUser, form_text
 from openjules.web.pages import SECURITY_HEADERS, PageRoute, fragment, page, see_other
 from openjules.web.session_reads import SessionPage, read_session_page
 
@@ -73,11 +73,8 @@ async def _refused(
 async def send_message(
     request: Request, user: SignedInUser, session_id: str, form: CheckedForm
 ) -> Response:
-    text = form.get("message")
-    # A browser sends a textarea's line breaks as CRLF: the API's clients send LF.
-    message = text.replace("\r\n", "\n") if isinstance(text, str) else ""
     try:
-        action = session_actions.send_message(message, field="message")
+        action = session_actions.send_message(form_text(form, "message"), field="message")
         await _apply(request, user_id=user.id, session_id=session_id, action=action)
     except APIError as exc:
         return await _refused(request, user=user, session_id=session_id, error=exc)

@@ -21,7 +21,7 @@ from openjules.api.state import AppState
 from openjules.store import sessions, sources
 from openjules.store.session_wire import render_session
 from openjules.store.sources import SourceRecord
-from openjules.web.auth import CheckedForm, SignedInUser
+from openjules.web.auth import CheckedForm, SignedInUser, form_text
 from openjules.web.listing import PAGE_SIZE, Archived, SessionsView
 from openjules.web.pages import PageRoute, page, see_other
 from openjules.web.views import SessionView
@@ -107,24 +107,19 @@ async def new_session_page(request: Request, _user: SignedInUser, records: Sourc
 
 
 def _create_request(form: FormData) -> CreateSessionRequest:
-    def text(name: str) -> str:
-        value = form.get(name)
-        # A browser sends a textarea's line breaks as CRLF: the API's clients send LF.
-        return value.replace("\r\n", "\n") if isinstance(value, str) else ""
-
-    source = text("source")
+    source = form_text(form, "source")
     context = None
     if source:
-        branch = text("branch")
+        branch = form_text(form, "branch")
         context = SourceContextInput(
             source=source,
             github_repo_context=GitHubRepoContextInput(starting_branch=branch) if branch else None,
         )
-    auto_pr = bool(source) and text("auto_pr") == "on"
+    auto_pr = bool(source) and form_text(form, "auto_pr") == "on"
     return CreateSessionRequest(
-        prompt=text("prompt"),
+        prompt=form_text(form, "prompt"),
         source_context=context,
-        require_plan_approval=text("require_plan_approval") == "on",
+        require_plan_approval=form_text(form, "require_plan_approval") == "on",
         automation_mode=AutomationMode.AUTO_CREATE_PR if auto_pr else None,
     )
 

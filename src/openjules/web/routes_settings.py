@@ -22,7 +22,7 @@ from openjules.store.clock import format_timestamp, now_us
 from openjules.store.users import ApiKeyInfo, User
 from openjules.store.webhooks import WebhookRecord
 from openjules.web import auth
-from openjules.web.auth import CheckedForm, SignedInUser
+from openjules.web.auth import CheckedForm, SignedInUser, form_text
 from openjules.web.pages import PageRoute, page, see_other
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -30,11 +30,6 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 WEBHOOKS_SHOWN = webhooks.MAX_WEBHOOKS_PER_USER
 DELIVERIES_PAGE = 50
 EVENT_TYPES = list(WebhookEventType)
-
-
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
 
 
 # --- sources ---------------------------------------------------------------------------
@@ -148,8 +143,8 @@ class WebhookForm:
     def of(cls, form: FormData) -> WebhookForm:
         chosen = [v for v in form.getlist("event_types") if isinstance(v, str)]
         return cls(
-            url=_text(form, "url"),
-            description=_text(form, "description"),
+            url=form_text(form, "url"),
+            description=form_text(form, "description"),
             event_types=tuple(chosen),
         )
 

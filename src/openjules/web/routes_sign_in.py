@@ -54,8 +54,7 @@ async def sign_in_page(request: Request) -> Response:
 async def sign_in(
     request: Request, form: Annotated[FormData, Depends(auth.checked_sign_in_form)]
 ) -> Response:
-    key = form.get("api_key")
-    secret = key.strip() if isinstance(key, str) else ""
+    secret = auth.form_text(form, "api_key").strip()
     state = AppState.of(request)
     lifetime_s = int(state.settings.web_session_hours * 3600)
     opened = None
@@ -67,8 +66,7 @@ async def sign_in(
     if opened is None:
         request.state.web_session = None
         return _sign_in_form(request, error=WRONG_KEY, status=401)
-    next_value = form.get("next")
-    response = see_other(_safe_next(next_value if isinstance(next_value, str) else "/"))
+    response = see_other(_safe_next(auth.form_text(form, "next") or "/"))
     auth.set_cookie(
         request, response, name=auth.SESSION_COOKIE, value=opened.token, max_age=lifetime_s
     )
