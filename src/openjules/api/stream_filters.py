@@ -50,5 +50,10 @@ def activity_matches(flt: Filter, *, create_time_us: int) -> bool:
 
 def session_matches(flt: Filter, record: SessionRecord) -> bool:
     """``state`` and ``archived``, the fields the sessions list filters on."""
-    archived = "true" if record.archived else "false"  # as the filter parser spells it
-    return _matches(flt, {"state": record.state.value, "archived": archived})
+    return session_fields_match(flt, state=record.state.value, archived=record.archived)
+
+
+def session_fields_match(flt: Filter, *, state: str, archived: bool) -> bool:
+    """``session_matches`` for a session known by its fields (e.g. as it was sent)."""
+    spelled = "true" if archived else "false"  # as the filter parser spells it
+    return _matches(flt, {"state": state, "archived": spelled})

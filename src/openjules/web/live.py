@@ -124,10 +124,11 @@ async def live_session(request: Request, user: SignedInUser, session_id: str) ->
 async def live_sessions(request: Request, user: SignedInUser) -> Response:
     state = AppState.of(request)
     view = SessionsView.from_query(request.query_params)
+    flt = view.store_filter()
 
     def translate(event: sse.Event) -> bytes | None:
         session = Session.model_validate_json(event.data)
-        if not view.shows(session):
+        if not view.shows(session, flt=flt):
             return encode_event(event="remove", data=session.id)
         html = fragment(request, "_session_row.html", {"row": SessionView(session)})
         return encode_event(event="row", data=html)

@@ -22,7 +22,7 @@ from openjules.store import sessions, sources
 from openjules.store.session_wire import render_session
 from openjules.store.sources import SourceRecord
 from openjules.web.auth import CheckedForm, SignedInUser, form_text
-from openjules.web.listing import PAGE_SIZE, Archived, SessionsView
+from openjules.web.listing import ARCHIVED_LABELS, PAGE_SIZE, SessionsView
 from openjules.web.pages import PageRoute, page, see_other
 from openjules.web.views import SessionView
 
@@ -53,7 +53,7 @@ async def sessions_page(request: Request, user: SignedInUser) -> Response:
             "rows": rows,
             "view": view,
             "states": [s for s in State if s is not State.STATE_UNSPECIFIED],
-            "archived_choices": Archived.CHOICES,
+            "archived_choices": ARCHIVED_LABELS.items(),
             "next_link": next_link,
             "first_page": token is None,
             "live_url": f"/live?{urlencode(view.query())}",
