@@ -90,6 +90,14 @@ TRANSITIONS: dict[Event, dict[State, Rule]] = {
     Event.RESUMED: {S.PAUSED: Rule(None, enqueue=True, unpause=True)},
 }
 
+
+
+def allowed(event: Event, state: State) -> bool:
+    """Whether ``event`` may happen to a session in ``state`` (e.g. which buttons a page
+    offers; ``apply`` is what enforces it)."""
+    return state in TRANSITIONS[event]
+
+
 _PRECONDITION_MESSAGES: dict[Event, str] = {
     Event.PLAN_APPROVED: "The session has no plan awaiting approval (state is {state}).",
     Event.CANCELLED: "The session has already ended (state is {state}); nothing to cancel.",

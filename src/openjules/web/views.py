@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from openjules._types import Activity, BashOutput, Media, PlanStep, Session, State
+from openjules.store import transitions
+from openjules.store.transitions import Event
 from openjules.web import formatting
 from openjules.web.diffs import FileDiff, split_patch
 
@@ -17,8 +19,6 @@ COMMAND_DESCRIPTION = re.compile(
     r"\ACommand: \n(?P<command>.*?)\nOutput: (?P<output>.*)Exit Code: (?P<exit_code>-?\d+)\Z",
     re.DOTALL,
 )
-ACTIVE = {State.QUEUED, State.PLANNING, State.IN_PROGRESS}
-ENDED = {State.COMPLETED, State.FAILED}
 
 
 def repository_of(source_name: str) -> str:
@@ -85,22 +85,22 @@ class SessionView:
                 return output.change_set.git_patch.unidiff_patch
         return ""
 
-    # What a person may do now (the transition table refuses the rest).
+    # What a person may do now: what the transition table allows.
     @property
     def can_approve(self) -> bool:
-        return self.state is State.AWAITING_PLAN_APPROVAL
+        return transitions.allowed(Event.PLAN_APPROVED, self.state)
 
     @property
     def can_pause(self) -> bool:
-        return self.state in ACTIVE
+        return transitions.allowed(Event.PAUSED, self.state)
 
     @property
     def can_resume(self) -> bool:
-        return self.state is State.PAUSED
+        return transitions.allowed(Event.RESUMED, self.state)
 
     @property
     def can_cancel(self) -> bool:
-        return self.state not in ENDED and self.state is not State.STATE_UNSPECIFIED
+        return transitions.allowed(Event.CANCELLED, self.state)
 
     @property
     def waiting_for_answer(self) -> bool:
@@ -108,7 +108,8 @@ class SessionView:
 
     @property
     def working(self) -> bool:
-        return self.state in ACTIVE
+        """The agent works (or is about to): the states a pause applies to."""
+        return transitions.allowed(Event.PAUSED, self.state)
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ function followSession(main) {
     const state = head.dataset.state;
     document.title = head.querySelector("h1").textContent + " · openjules";
     const note = document.getElementById("working-note");
-    if (note) note.hidden = !["QUEUED", "PLANNING", "IN_PROGRESS"].includes(state);
+    if (note) note.hidden = !head.hasAttribute("data-working");
     markQuestion(state);
     const version = state + "/" + head.dataset.outputs;
     if (changesVersion && version !== changesVersion) refreshChanges();
