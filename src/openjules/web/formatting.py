@@ -81,4 +81,3 @@ FILTERS: dict[str, Any] = {
     "age": age,
     "when": when,
 }
-GLOBALS: dict[str, Any] = {"State": State, "STATE_LABELS": STATE_LABELS}

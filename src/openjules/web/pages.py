@@ -44,7 +44,6 @@ def environment() -> Environment:
         enable_async=False,
     )
     env.filters.update(formatting.FILTERS)
-    env.globals.update(formatting.GLOBALS)
     return env
 
 

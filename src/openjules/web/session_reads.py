@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from openjules._types import Activity, Session
+from openjules._types import Activity
 from openjules.api.state import AppState
 from openjules.store import activities, sessions
 from openjules.store.query import Filter
@@ -37,19 +37,6 @@ class SessionPage:
             return ""
         messages = [a for a in self.activities if a.is_agent_message]
         return messages[-1].id if messages else ""
-
-
-async def read_session(request: Request, *, user: User, session_id: str) -> SessionView:
-    state = AppState.of(request)
-    async with state.db.read() as conn:
-        record = await sessions.get(
-            conn, owner_id=user.id, session_id=sessions.check_session_id(session_id)
-        )
-    return SessionView(render_session(record, base_url=state.public_base_url))
-
-
-def session_view(request: Request, wire_json: str) -> SessionView:
-    return SessionView(Session.model_validate_json(wire_json))
 
 
 async def read_session_page(request: Request, *, user: User, session_id: str) -> SessionPage:
