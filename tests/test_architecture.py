@@ -11,6 +11,16 @@ import openjules
 PACKAGE = Path(openjules.__file__).parent
 ENGINE_FUNCTION_MAX_LINES = 60
 
+_SERVER_SIDE = (
+    "openjules.store",
+    "openjules.engine",
+    "openjules.api",
+    "openjules.web",
+    "openjules.cli",
+    "openjules.server",
+    "openjules.testing",
+    "openjules.settings",
+)
 # layer -> the openjules modules (prefixes) it must never import.
 FORBIDDEN = {
     "openjules._types": ("openjules.store", "openjules.engine", "openjules.api", "openjules.cli"),
@@ -42,6 +52,16 @@ FORBIDDEN = {
     ),
     "openjules.server": ("openjules.cli", "openjules.testing"),
     "openjules.testing": ("openjules.cli",),
+    "openjules._timestamps": (
+        "openjules.store",
+        "openjules.engine",
+        "openjules.api",
+        "openjules.cli",
+    ),
+    # The SDK and the MCP server are clients: they run where no server does, and reach it
+    # only over HTTP (the wire models and the error tree are all they share with it).
+    "openjules.client": _SERVER_SIDE,
+    "openjules.mcp": _SERVER_SIDE,
 }
 # The one part of the engine the API may use.
 API_MAY_IMPORT_FROM_ENGINE = {"openjules.engine.runner"}

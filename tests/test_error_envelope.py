@@ -56,9 +56,30 @@ def test_field_violations_survive_as_details() -> None:
 
 @pytest.mark.parametrize("body", [None, "oops", {"error": "text"}, {"message": "no envelope"}])
 def test_a_body_without_an_envelope_is_an_internal_error_naming_the_code(body: object) -> None:
-    back = error_from_envelope(http_code=502, body=body)
+    back = error_from_envelope(http_code=500, body=body)
     assert isinstance(back, Internal)
-    assert "502" in back.message
+    assert "500" in back.message
+
+
+@pytest.mark.parametrize(
+    ("http_code", "expected"),
+    [
+        (502, Unavailable),
+        (503, Unavailable),
+        (504, Unavailable),
+        (429, ResourceExhausted),
+        (404, NotFound),
+        (401, Unauthenticated),
+        (418, Internal),
+    ],
+)
+def test_a_proxy_answer_without_an_envelope_is_told_by_its_http_status(
+    http_code: int, expected: type[APIError]
+) -> None:
+    """A load balancer's 503 page is retried like the server's own 503 (the SDK's rule)."""
+    back = error_from_envelope(http_code=http_code, body="<html>Service Unavailable</html>")
+    assert type(back) is expected
+    assert str(http_code) in back.message
 
 
 def test_an_unknown_status_is_a_plain_api_error() -> None:

@@ -134,11 +134,27 @@ _BY_STATUS: dict[str, type[APIError]] = {
 }
 
 
+# What an answer without the envelope (from a proxy or a load balancer in front of the
+# server) most likely means, by its HTTP status; anything else is INTERNAL.
+_BY_HTTP_CODE: dict[int, type[APIError]] = {
+    400: InvalidArgument,
+    401: Unauthenticated,
+    403: PermissionDenied,
+    404: NotFound,
+    429: ResourceExhausted,
+    502: Unavailable,
+    503: Unavailable,
+    504: Unavailable,
+}
+
+
 def error_from_envelope(*, http_code: int, body: Any) -> APIError:
     """Rebuild the matching exception from a response body (used by clients)."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        return Internal(f"HTTP {http_code} without a Google error envelope")
+        return _BY_HTTP_CODE.get(http_code, Internal)(
+            f"HTTP {http_code} without a Google error envelope"
+        )
     status = str(error.get("status", ""))
     cls = _BY_STATUS.get(status, APIError)
     if cls is FailedPrecondition and http_code != 400:

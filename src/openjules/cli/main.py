@@ -7,6 +7,8 @@ import click
 from openjules import __version__
 from openjules.cli.backup import backup, restore
 from openjules.cli.keys import keys
+from openjules.cli.mcp import mcp
+from openjules.cli.remote import login, logout, remote
 from openjules.cli.serve import serve
 from openjules.cli.sources import sources
 from openjules.cli.worker import worker
@@ -24,6 +26,10 @@ cli.add_command(sources)
 cli.add_command(worker)
 cli.add_command(backup)
 cli.add_command(restore)
+cli.add_command(login)
+cli.add_command(logout)
+cli.add_command(remote)
+cli.add_command(mcp)
 
 
 def main() -> None:
