@@ -19,23 +19,21 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ParamSpec, TypeVar
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, WebError
 
 from openjules.testing.browser import CHROMIUM_NAMES, chromium_path
+from tests.agent_kit import off_loop
+
+# Re-exported: the browser tests import it from here.
+__all__ = ["off_loop"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENDOR_DIR = REPO_ROOT / "src" / "openjules" / "web" / "static" / "vendor"
 DEFAULT_VIEWPORT = (1280, 800)
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def require_chromium() -> str:
@@ -71,13 +69,6 @@ def save_screenshot(page: Page, name: str) -> Path:
     path = directory / f"{safe}-{width}x{height}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
-
-
-def off_loop(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``fn(*args, **kwargs)`` in a worker thread: for helpers that call ``asyncio.run``,
-    which the sync API's loop (marked running in the test's thread) refuses."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="off-loop") as pool:
-        return pool.submit(fn, *args, **kwargs).result()
 
 
 @dataclass(frozen=True)

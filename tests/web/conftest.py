@@ -8,9 +8,8 @@
 - ``page_errors``: the test's ``PageErrors``; a console error, uncaught page error or CSP
   violation fails the test unless it calls ``page_errors.allow(pattern)`` for it.
 - ``api_key``: as in tests/conftest.py, made off the browser's event loop.
-- ``scripts``, ``model``, ``agent`` (module-scoped, for the tests whose sessions run): the
-  fake model answering by ``Scripts`` (agent_support) and a live server whose workers run
-  the agent on it (``agent_settings``, plus the module's ``agent_overrides``).
+- ``scripts``, ``model``, ``agent`` (module-scoped, for the tests whose sessions run):
+  ``tests.agent_fixtures``'.
 
 The server fixtures of tests/conftest.py (``backend``, ``server_settings``, ``server``) are
 reused as they are. Tests here are plain sync functions (see browser_support).
@@ -24,10 +23,10 @@ from typing import Any, Protocol
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from openjules.settings import Settings
-from openjules.testing import FakeModel, LiveServer
+from openjules.testing import LiveServer
 from openjules.testing.browser import sandbox_args
-from tests.web.agent_support import Scripts, agent_settings, new_key
+from tests.agent_fixtures import agent, agent_overrides, model, scripts  # noqa: F401
+from tests.agent_kit import new_key
 from tests.web.browser_support import (
     DEFAULT_VIEWPORT,
     PageErrors,
@@ -106,36 +105,3 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def api_key(server: LiveServer) -> str:
     """A new user with one key for each test (on the module's database)."""
     return new_key(server)
-
-
-@pytest.fixture(scope="module")
-def scripts() -> Scripts:
-    return Scripts()
-
-
-@pytest.fixture(scope="module")
-def model(scripts: Scripts) -> Iterator[FakeModel]:
-    with FakeModel(scripts) as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def agent_overrides() -> dict[str, Any]:
-    """Settings of the module's ``agent`` server besides ``agent_settings``'s (a module
-    overrides this fixture)."""
-    return {}
-
-
-@pytest.fixture(scope="module")
-def agent(
-    server_settings: Settings,
-    model: FakeModel,
-    agent_overrides: dict[str, Any],
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[LiveServer]:
-    """A live server on the module's database whose workers run the agent on ``model``."""
-    data_dir = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
-    settings = agent_settings(server_settings, data_dir=data_dir, model=model, **agent_overrides)
-    with LiveServer(settings) as live:
-        yield live
