@@ -309,7 +309,6 @@ class AsyncClient:
                     activity = cursor.take_event(event)
                     if activity is not None:
                         yield activity
-                return
             except _NotAStream:
                 self._streams = False
         async for activity in self.list_activities(session, filter=cursor.poll_filter()):
@@ -366,7 +365,6 @@ class AsyncClient:
                             latest.append(current)
                             if reached(current, until):
                                 return current
-                    continue
                 except _NotAStream:
                     self._streams = False
             current = await self.get_session(session)
@@ -391,8 +389,9 @@ class AsyncClient:
         self, call: Call[Any], *, headers: Callable[[], dict[str, str]]
     ) -> AsyncIterator[ServerEvent]:
         """The events of ``call`` with ``alt=sse``, reconnecting (with ``headers()`` as
-        they are then, e.g. a new Last-Event-ID) when the connection drops; ends when
-        the server ends the stream. ``_NotAStream`` when the server answers plainly."""
+        they are then, e.g. a new Last-Event-ID) whenever the connection drops or the
+        server ends the stream; endless unless an error is raised. ``_NotAStream`` when
+        the server answers plainly."""
         failures = 0
         while True:
             try:
@@ -423,7 +422,9 @@ class AsyncClient:
                         if event is not None:
                             failures = 0
                             yield event
-                    return
+                # The server ended the stream (it is shutting down, say): come back as a
+                # reconnecting client would, after a pause; a deleted session is a 404 then.
+                await asyncio.sleep(self.retry.delay(attempt=1))
             except (httpx.TransportError, _Retry) as exc:
                 failures += 1
                 if failures > MAX_RECONNECTS:

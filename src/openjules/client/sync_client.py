@@ -294,7 +294,6 @@ class Client:
                     activity = cursor.take_event(event)
                     if activity is not None:
                         yield activity
-                return
             except _NotAStream:
                 self._streams = False
         for activity in self.list_activities(session, filter=cursor.poll_filter()):
@@ -352,7 +351,6 @@ class Client:
                             latest.append(current)
                             if reached(current, until):
                                 return current
-                    continue
                 except _NotAStream:
                     self._streams = False
             current = self.get_session(session)
@@ -381,8 +379,9 @@ class Client:
         deadline: float | None = None,
     ) -> Iterator[ServerEvent]:
         """The events of ``call`` with ``alt=sse``, reconnecting (with ``headers()`` as
-        they are then, e.g. a new Last-Event-ID) when the connection drops; ends when
-        the server ends the stream. ``_NotAStream`` when the server answers plainly;
+        they are then, e.g. a new Last-Event-ID) whenever the connection drops or the
+        server ends the stream; endless unless an error is raised. ``_NotAStream`` when
+        the server answers plainly;
         ``TimeoutError`` once ``deadline`` (a ``time.monotonic()``) has passed."""
         failures = 0
         while True:
@@ -417,7 +416,9 @@ class Client:
                         if event is not None:
                             failures = 0
                             yield event
-                    return
+                # The server ended the stream (it is shutting down, say): come back as a
+                # reconnecting client would, after a pause; a deleted session is a 404 then.
+                _sleep_until(deadline, self.retry.delay(attempt=1))
             except (httpx.TransportError, _Retry) as exc:
                 failures += 1
                 if failures > MAX_RECONNECTS:
