@@ -4,6 +4,7 @@ from the Google error envelope) plus the two only a client can meet."""
 from __future__ import annotations
 
 from openjules._errors import APIError
+from openjules._types import Session
 
 
 class Unsupported(APIError):
@@ -18,6 +19,6 @@ class WaitTimeout(TimeoutError):
     """``wait()`` gave up: the session did not reach one of the states waited for in time.
     ``session`` is how it was when the wait ended."""
 
-    def __init__(self, message: str, *, session: object) -> None:
+    def __init__(self, message: str, *, session: Session) -> None:
         super().__init__(message)
         self.session = session

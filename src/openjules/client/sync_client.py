@@ -57,7 +57,7 @@ class _Retry(Exception):
 
 
 class Client:
-    """``with AsyncClient() as jules: session = jules.create_session(...)``.
+    """``with Client() as jules: session = jules.create_session(...)``.
 
     ``base_url`` and ``api_key`` default to ``OPENJULES_URL`` / ``JULES_API_KEY``, then to
     what ``openjules login`` stored. Any server speaking Jules' v1alpha works for Jules'
