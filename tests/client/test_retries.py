@@ -27,6 +27,7 @@ import pytest
 from openjules.client import (
     APIError,
     Client,
+    ConnectionFailed,
     ResourceExhausted,
     RetryPolicy,
     Unavailable,
@@ -234,7 +235,7 @@ def test_a_create_whose_connection_drops_is_not_tried_again(
     try:
         # The request went out: the SDK cannot know whether a session was made, so it
         # does not make a second one; the caller hears of the broken connection.
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(ConnectionFailed, match="may have reached it"):
             jules.create_session(prompt="Add a CHANGELOG")
     finally:
         jules.close()
@@ -250,8 +251,10 @@ def test_a_create_refused_before_reaching_the_server_is_tried_again(
         url = f"http://127.0.0.1:{proxy.port}"
         jules = connect(flavour, base_url=url, api_key=api_key, retry=NO_RETRY)
         try:
-            with pytest.raises(httpx.ConnectError):
+            with pytest.raises(ConnectionFailed, match="cannot reach the server") as refused:
                 jules.create_session(prompt="Add a CHANGELOG")
+            assert isinstance(refused.value.__cause__, httpx.ConnectError)
+            assert "may have reached" not in refused.value.message
         finally:
             jules.close()
 

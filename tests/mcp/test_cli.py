@@ -103,7 +103,7 @@ def test_a_server_that_cannot_be_reached_is_a_tool_error_saying_so(tmp_path: Pat
         finally:
             mcp.close()
     assert result.is_error
-    assert f"UNAVAILABLE: cannot reach {gone}" in text_of(result)
+    assert f"UNAVAILABLE: cannot reach the server at {gone}" in text_of(result)
 
 
 def test_ctrl_c_ends_the_stdio_server_at_once(tmp_path: Path) -> None:

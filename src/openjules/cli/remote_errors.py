@@ -24,7 +24,7 @@ from openjules._errors import (
     PermissionDenied,
     Unauthenticated,
 )
-from openjules.client import Client, ConfigError, Unsupported
+from openjules.client import Client, ConfigError, ConnectionFailed, Unsupported
 from openjules.client.config import DEFAULT_URL, URL_ENV, read_stored
 
 # ctx.meta keys: the server a command talks to (for messages), and a sentence added to any
@@ -110,9 +110,8 @@ def translate(exc: Exception, ctx: click.Context) -> RemoteError:
     url = str(ctx.meta.get(SERVER_URL_META) or server_url())
     if isinstance(exc, ConfigError):
         return RemoteError(str(exc), code=ExitCode.NOT_AUTHORIZED)
-    if isinstance(exc, httpx.TransportError):
-        reason = str(exc) or type(exc).__name__
-        return RemoteError(f"Cannot reach the server at {url}: {reason}", code=ExitCode.UNAVAILABLE)
+    if isinstance(exc, ConnectionFailed):
+        return RemoteError(exc.message[:1].upper() + exc.message[1:], code=ExitCode.UNAVAILABLE)
     if isinstance(exc, httpx.InvalidURL):
         return RemoteError(f"Not a usable server URL: {url} ({exc})", code=ExitCode.NOT_AUTHORIZED)
     if isinstance(exc, httpx.HTTPError):

@@ -9,8 +9,9 @@
 
 Errors are the server's, rebuilt from its Google error envelope: ``NotFound``,
 ``PermissionDenied``, ``InvalidArgument``, ``FailedPrecondition``, ``Unauthenticated``,
-``ResourceExhausted``, ``Unavailable`` (all ``APIError``); ``Unsupported`` for an openjules
-extension on a server without it; ``WaitTimeout`` when ``wait`` gives up.
+``ResourceExhausted``, ``Unavailable`` (all ``APIError``); ``ConnectionFailed`` (an
+``Unavailable``) when no answer came; ``Unsupported`` for an openjules extension on a
+server without it; ``WaitTimeout`` when ``wait`` gives up.
 """
 
 from openjules._errors import (
@@ -28,7 +29,7 @@ from openjules._errors import (
 from openjules._types import Activity, GitPatch, Session, Source, State
 from openjules.client.async_client import AsyncClient
 from openjules.client.config import ConfigError, Credentials
-from openjules.client.errors import Unsupported, WaitTimeout
+from openjules.client.errors import ConnectionFailed, Unsupported, WaitTimeout
 from openjules.client.following import DONE, NEEDS_INPUT, SETTLED
 from openjules.client.retries import RetryPolicy
 from openjules.client.sync_client import Client
@@ -43,6 +44,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ConfigError",
+    "ConnectionFailed",
     "Credentials",
     "FailedPrecondition",
     "GitPatch",

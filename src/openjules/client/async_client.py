@@ -24,7 +24,7 @@ from openjules._types import (
 from openjules.client import calls
 from openjules.client.calls import Call
 from openjules.client.config import api_root, resolve
-from openjules.client.errors import WaitTimeout
+from openjules.client.errors import ConnectionFailed, WaitTimeout
 from openjules.client.events import EventDecoder, ServerEvent
 from openjules.client.following import (
     MAX_RECONNECTS,
@@ -118,7 +118,9 @@ class AsyncClient:
                 if not self.retry.should_retry_exception(
                     exc, idempotent=call.idempotent, attempt=attempt
                 ):
-                    raise
+                    raise ConnectionFailed.of(
+                        exc, server=self.base_url, sent=not isinstance(exc, httpx.ConnectError)
+                    ) from exc
                 await asyncio.sleep(self.retry.delay(attempt=attempt))
                 continue
             try:
@@ -430,6 +432,6 @@ class AsyncClient:
                 if failures > MAX_RECONNECTS:
                     if isinstance(exc, _Retry):
                         raise exc.error from None
-                    raise
+                    raise ConnectionFailed.of(exc, server=self.base_url, sent=False) from exc
                 retry_after = exc.error.retry_after_seconds if isinstance(exc, _Retry) else None
                 await asyncio.sleep(self.retry.delay(attempt=failures, retry_after=retry_after))

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-import httpx
 from mcp.server.mcpserver.exceptions import ToolError
 
 from openjules._errors import APIError
@@ -40,20 +39,6 @@ def reported(tool: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise ToolError(message_of(error)) from error
         except ConfigError as error:
             raise ToolError(f"FAILED_PRECONDITION: {error}") from error
-        except httpx.TransportError as error:
-            where = _origin(error)
-            raise ToolError(
-                f"UNAVAILABLE: cannot reach {where} ({type(error).__name__}: {error}); "
-                "is the openjules server running?"
-            ) from error
 
     return run
 
-
-def _origin(error: httpx.TransportError) -> str:
-    """The server the failed request went to (``http://host:port``)."""
-    try:
-        url = error.request.url
-    except RuntimeError:  # httpx: an error made without its request
-        return "the openjules server"
-    return f"{url.scheme}://{url.netloc.decode('ascii')}"
