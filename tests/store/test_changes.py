@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 
 from openjules._types import CreateSessionRequest
 from openjules.settings import Settings
@@ -110,3 +111,35 @@ async def test_a_write_of_another_process_is_heard(db: Database, url: str) -> No
         await heard.until(change)
     finally:
         await other.dispose()
+
+
+# A statement that runs for a second or two on either backend (long enough to be
+# interrupted, short enough that SQLite's thread, which finishes it regardless, is soon free).
+SLOW_SQLITE = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) "
+    "SELECT count(*) FROM c"
+)
+SLOW_POSTGRES = "SELECT pg_sleep(2)"
+
+
+async def test_a_write_cancelled_mid_statement_ends_cancelled(url: str) -> None:
+    """Stopping a task in the middle of a write must stop it: the interrupted statement
+    invalidates the connection, and the write's cleanup (publishing its changes) must not
+    turn the cancellation into another error, which a retrying loop would catch and go on
+    (``openjules worker`` then never exited after SIGTERM)."""
+    db = Database(url)
+    statement = text(SLOW_SQLITE if db.is_sqlite else SLOW_POSTGRES)
+
+    async def slow_write() -> None:
+        async with db.write() as conn:
+            await conn.execute(statement)
+
+    try:
+        task = asyncio.create_task(slow_write())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        async with asyncio.timeout(WAIT_S * 3):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        await db.dispose()

@@ -68,6 +68,14 @@ class OutageLog:
         self._since = None
 
 
+def asked_to_stop() -> bool:
+    """Whether the current task has been cancelled, even if what it awaited ended with
+    another error (cleanup that fails while a cancellation unwinds replaces it): a loop
+    that retries after errors must end instead, or whoever stops it waits forever."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -201,6 +209,8 @@ class LocalRunner:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if asked_to_stop():
+                    raise asyncio.CancelledError from exc
                 failures += 1
                 self._report(exc, "claiming a job")
                 # Not a tight loop while the database is away: 0.5 s, 1 s, 2 s, … 5 s.
@@ -333,6 +343,8 @@ class LocalRunner:
                 async with self.db.write() as conn:
                     status = await jobs.renew(conn, lease=lease, lease_us=self.lease_us)
             except Exception as exc:
+                if asked_to_stop():
+                    raise asyncio.CancelledError from exc
                 self._report(exc, f"renewing the lease on {lease.session_id}")
                 continue
             if status is LeaseStatus.HELD:

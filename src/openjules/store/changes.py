@@ -93,7 +93,15 @@ async def announce(conn: AsyncConnection, *, owner_id: int, session_id: str) -> 
 
 
 def take_announced(conn: AsyncConnection) -> set[Change]:
-    """The changes announced on ``conn`` since the last call (and forget them)."""
+    """The changes announced on ``conn`` since the last call (and forget them).
+
+    An invalidated connection has none: a statement was interrupted (its task cancelled,
+    the database gone), so its transaction is lost, and reading ``conn.info`` would
+    reconnect it synchronously, which fails outside SQLAlchemy's greenlet
+    (``MissingGreenlet``) and, in a write's cleanup, would replace the cancellation.
+    """
+    if conn.invalidated:
+        return set()
     pending: set[Change] = conn.info.pop(PENDING_KEY, set())
     return pending
 

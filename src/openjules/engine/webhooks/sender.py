@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import httpx
 
-from openjules.engine.local_runner import worker_identity
+from openjules.engine.local_runner import asked_to_stop, worker_identity
 from openjules.engine.webhooks.delivery import deliver, new_client
 from openjules.settings import Settings
 from openjules.store import webhook_outbox
@@ -117,6 +117,8 @@ class WebhookSender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if asked_to_stop():  # a cleanup turned the cancellation into an error
+                    raise asyncio.CancelledError from exc
                 failures += 1
                 if failures == 1:
                     log.warning("webhook deliveries wait: %s", exc)
