@@ -38,10 +38,20 @@ browser-deps:
 serve: $(SERVE_STAMP) system-deps
 	$(VENV)/bin/openjules serve
 
+# pytest runs on PYTEST_WORKERS pytest-xdist workers. A unit of work is one test file's
+# tests on one database backend, so each file's live server still starts once per backend;
+# the slowest files go first (tests/parallel.py). 2 workers, one per core of the 2-core
+# machines CI and developers have (the README's Development section has the figures);
+# -n 3 was no faster, as the fuzzer, the sandboxed agent runs and Chromium keep both
+# cores busy. For one test: make test PYTEST_ARGS="-n0 tests/api/test_auth.py"
+# (or PYTEST_WORKERS=0, or PYTEST_ARGS="-p no:xdist ...", which drops the -n below).
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(findstring no:xdist,$(PYTEST_ARGS)),,-n $(PYTEST_WORKERS) --dist loadscope)
+
 test: $(DEV_STAMP) $(NODE_STAMP) system-deps browser-deps
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -25,6 +26,17 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "OPENJULES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``-n N --dist loadscope`` (make test): a unit of work per test file and backend,
+    the longest first (tests/parallel.py). Other ``--dist`` modes are pytest-xdist's own."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from tests.parallel import BackendScopeScheduling
+
+    return BackendScopeScheduling(config, log)
 
 
 def _postgres_available() -> str | None:

@@ -4,7 +4,8 @@
 - ``ok_json``, ``walk``, ``list_activities``, ``kinds``, ``wait_for_state``: reading
   sessions and activities through that client (lists always follow every page);
 - ``run_git``, ``git``, ``make_repo``: git isolated from the machine's configuration, and
-  real repositories built from a few files and branches.
+  real repositories built from a few files and branches;
+- ``unused_port``: a loopback port for a server started later, or for nothing to listen on.
 
 Fixtures live in the conftest files; their bodies call these functions.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import os
+import random
+import socket
 import subprocess
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -199,3 +202,33 @@ def processes_with(marker: str) -> list[int]:
             if marker in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+# Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default).
+UNUSED_PORTS_FROM = 10_000
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on, for a process to bind later (or for nothing to
+    listen on). It is picked below the kernel's ephemeral range, whose ports go to every
+    ``bind`` to port 0 and every outgoing connection: a port from that range could be
+    taken by another test's server or client (another pytest-xdist worker's) before the
+    process meant to bind it does, or while a restarted server is down."""
+    low = _ephemeral_ports_low()
+    for _ in range(100):
+        port = random.randrange(UNUSED_PORTS_FROM, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # in use: someone else's
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port in {UNUSED_PORTS_FROM}-{low - 1}")
+
+
+def _ephemeral_ports_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+    except OSError:
+        return 32768
+    return int(text.split()[0])

@@ -9,7 +9,6 @@ app on them (``LiveServer`` cannot start there: it migrates first).
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from openjules.settings import Settings
 from openjules.testing import LiveServer
 from openjules.testing.api_server import APIServer
 from tests.api.session_support import expect_error
-from tests.support import API_KEY_HEADER
+from tests.support import API_KEY_HEADER, unused_port
 
 
 def test_ready_when_the_database_answers(server: LiveServer) -> None:
@@ -29,17 +28,10 @@ def test_ready_when_the_database_answers(server: LiveServer) -> None:
     assert response.json() == {"status": "ok", "database": "ok"}
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.fixture(params=["postgresql", "sqlite"])
 def unreachable(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[APIServer]:
     if request.param == "postgresql":
-        url = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/openjules"
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{unused_port()}/openjules"
     else:
         (tmp_path / "db-is-a-directory").mkdir()
         url = f"sqlite+aiosqlite:///{tmp_path / 'db-is-a-directory'}"

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from types import TracebackType
 
 import httpx
 
-from tests.support import api_client
+from tests.support import api_client, unused_port
 
 CLI_TIMEOUT_S = 60.0
 SERVER_START_TIMEOUT_S = 30.0
@@ -133,9 +132,8 @@ def create_key(target: Target, user: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port for ``openjules serve --port`` (``tests.support.unused_port``)."""
+    return unused_port()
 
 
 class ServeProcess:

@@ -1,5 +1,6 @@
 """Agent fixtures (repo, fake_model, agent_server, client, source) and the API server of
-tests whose sessions run in `openjules worker` processes (api, user), for engine tests."""
+tests whose sessions run in `openjules worker` processes (api, user), for engine tests; a uid
+for one test's sandboxed commands alone (own_user)."""
 
 from tests.engine.agent_support import (
     agent_server,
@@ -9,6 +10,7 @@ from tests.engine.agent_support import (
     repo,
     source,
 )
+from tests.engine.uid_support import own_user
 from tests.engine.worker_support import api, user
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "api",
     "client",
     "fake_model",
+    "own_user",
     "repo",
     "source",
     "user",

@@ -5,7 +5,6 @@ goes to another host."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.github import GitHubClient, GitHubError
 from openjules.testing import FakeGitHub, Operation
 from openjules.testing.server import ThreadedUvicorn
+from tests.support import unused_port
 
 TOKEN = "ghp_clientTEST0123456789"
 
@@ -127,10 +127,7 @@ def test_a_validation_error_carries_githubs_reasons(github: FakeGitHub) -> None:
 
 
 def test_an_unreachable_github_is_named_and_the_token_is_not(tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/api/v3"
+    url = f"http://127.0.0.1:{unused_port()}/api/v3"
     with client_for(url) as client, pytest.raises(GitHubError) as raised:
         client.repository("acme", "app")
     assert raised.value.message.startswith(f"Could not reach GitHub at {url} to read acme/app")

@@ -4,6 +4,7 @@ the server's secrets, and inside their limits; a timeout leaves nothing running.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -22,6 +23,7 @@ from openjules.engine.sandbox import (
     UnsandboxedSandbox,
     sandbox_from_settings,
 )
+from openjules.engine.sandbox.process import RunAs
 from openjules.settings import Settings
 from tests.engine.agent_support import needs_bubblewrap
 from tests.support import processes_with
@@ -32,12 +34,12 @@ NOBODY = 65534
 
 
 @pytest.fixture
-def sandbox() -> Sandbox:
+def sandbox(own_user: RunAs | None) -> Sandbox:
+    """Commands run as a uid held for this test alone (tests/engine/uid_support.py): the
+    fork bomb below counts against no other test's process limit, nor theirs against its."""
     return BubblewrapSandbox(
-        uid=NOBODY,
-        gid=NOBODY,
         limits=Limits(wall_seconds=20, processes=64, memory_bytes=512 * 1024**2),
-    )
+    ).with_user(own_user)
 
 
 @pytest.fixture
@@ -146,40 +148,47 @@ async def test_the_environment_holds_none_of_the_servers_secrets(
     assert "PATH=" in result.output
 
 
+def _unusual_sleep() -> str:
+    """A sleep of a length no other process uses (another test's, another run's), to find
+    its processes by."""
+    return f"sleep {1000 + secrets.randbelow(10**6) / 10**6:.6f}"
+
+
 async def test_a_timed_out_commands_background_children_are_gone(
     sandbox: Sandbox, workspace: Path
 ) -> None:
-    marker = "1717.25"  # an unusual sleep length to find the processes by
+    marker = _unusual_sleep()
     result = await sandbox.run(
-        f"(sleep {marker} &); nohup sleep {marker} >/dev/null 2>&1 & sleep {marker}",
+        f"({marker} &); nohup {marker} >/dev/null 2>&1 & {marker}",
         workspace=workspace,
         limits=Limits(wall_seconds=1.5),
     )
     assert result.timed_out
     assert "timed out" in result.output
-    assert processes_with(f"sleep {marker}") == []
+    assert processes_with(marker) == []
 
 
 async def test_background_children_die_when_the_command_ends(
     sandbox: Sandbox, workspace: Path
 ) -> None:
-    marker = "1818.25"
+    marker = _unusual_sleep()
     result = await sandbox.run(
-        f"nohup sleep {marker} >/dev/null 2>&1 & echo started", workspace=workspace
+        f"nohup {marker} >/dev/null 2>&1 & echo started", workspace=workspace
     )
     assert result.exit_code == 0
-    assert processes_with(f"sleep {marker}") == []
+    assert processes_with(marker) == []
 
 
 async def test_a_fork_bomb_is_contained(sandbox: Sandbox, workspace: Path) -> None:
+    bomb = f"bomb_{secrets.token_hex(4)}"  # a name no other process's command line has
     result = await sandbox.run(
-        "bomb() { bomb | bomb & }; bomb; sleep 2; echo survived",
+        f"{bomb}() {{ {bomb} | {bomb} & }}; {bomb}; sleep 2; echo survived",
         workspace=workspace,
         limits=Limits(wall_seconds=6, processes=64),
     )
     # The bomb hits the process limit (fork fails) and everything is reaped afterwards.
     assert result.timed_out or "retry" in result.output or "fork" in result.output.lower()
-    assert processes_with("bomb") == []
+    assert processes_with(bomb) == []
     check = await sandbox.run("echo alive", workspace=workspace)
     assert check.output.strip() == "alive"
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from openjules.engine.sandbox import NoFreeUid, Sandbox, session_sandbox
+from openjules.engine.sandbox.process import RunAs
 from openjules.engine.sandbox.uids import UidPool
 from openjules.engine.tools.base import Phase, ToolContext, ToolResult
 from openjules.engine.tools.shell import Shell, ShellArgs
@@ -35,7 +36,6 @@ needs_root = pytest.mark.skipif(
 )
 
 MIB = 1024**2
-NOBODY = 65534
 STOPPED = "the command was stopped. Delete files to go on."
 
 
@@ -83,15 +83,18 @@ async def _session_sandbox(stack: AsyncExitStack, settings: Settings) -> Sandbox
 @needs_root
 @pytest.mark.parametrize("own_uids", [True, False], ids=["a-uid-per-session", "one-shared-uid"])
 async def test_a_session_holding_250_processes_leaves_another_sessions_commands_free_to_fork(
-    tmp_path: Path, sandboxes: AsyncExitStack, own_uids: bool
+    tmp_path: Path, sandboxes: AsyncExitStack, own_uids: bool, own_user: RunAs | None
 ) -> None:
-    # "one-shared-uid" is how every session ran before (sandbox_uid 65534): the control
-    # that shows this test sees the problem.
+    # "one-shared-uid" is how every session ran before (one fixed sandbox_uid, 65534): the
+    # control that shows this test sees the problem. The uid the two sessions share here is
+    # held for this test alone (tests/engine/uid_support.py): its 250 processes as 65534
+    # would leave any other test's commands as 65534 unable to fork.
+    assert own_user is not None  # root
     settings = Settings(
         data_dir=tmp_path / "data",
         sandbox="bubblewrap",
         command_max_processes=256,
-        sandbox_uid=None if own_uids else NOBODY,
+        sandbox_uid=None if own_uids else own_user.uid,
     )
     busy = await _session_sandbox(sandboxes, settings)
     other = await _session_sandbox(sandboxes, settings)

@@ -22,9 +22,9 @@ from openjules.engine.sandbox.network import (
     resolv_conf_mount,
     sandbox_resolv_conf,
 )
+from openjules.engine.sandbox.process import RunAs
 from tests.engine.agent_support import needs_bubblewrap
 
-NOBODY = 65534
 REGISTRY = "https://pypi.org/simple"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -38,12 +38,12 @@ x86_64_only = pytest.mark.skipif(
 
 
 @pytest.fixture
-def sandbox() -> Sandbox:
+def sandbox(own_user: RunAs | None) -> Sandbox:
+    """Commands run as a uid held for this test alone (tests/engine/uid_support.py): no
+    other test's processes count against its process limit."""
     return BubblewrapSandbox(
-        uid=NOBODY,
-        gid=NOBODY,
         limits=Limits(wall_seconds=120, processes=64, memory_bytes=1024**3),
-    )
+    ).with_user(own_user)
 
 
 @pytest.fixture

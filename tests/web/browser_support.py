@@ -67,7 +67,11 @@ def save_screenshot(page: Page, name: str) -> Path:
     directory = artifacts_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{safe}-{width}x{height}.png"
-    page.screenshot(path=str(path), full_page=True)
+    # Both backends' runs of a test save the same names, at once on two pytest-xdist
+    # workers: each file is written whole under a name of its own, then renamed over.
+    staged = directory / f".{path.name}.{os.getpid()}.tmp"
+    staged.write_bytes(page.screenshot(full_page=True))
+    staged.replace(path)
     return path
 
 
