@@ -8,6 +8,7 @@ snake_case names and ``null`` for unset fields, as proto3 JSON parsers do.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
@@ -171,10 +172,34 @@ class Media(WireModel):
     mime_type: str = ""
 
 
+# How Jules describes a command in a progress update's text (jules-api.md §5.10 / §9.5),
+# which is all a client sees of it where bashOutput artifacts are off (the default).
+COMMAND_DESCRIPTION = re.compile(
+    r"\ACommand:[ \t]*\n(?P<command>.*?)\nOutput:[ \t]?(?P<output>.*?)"
+    r"Exit Code:[ \t]*(?P<exit_code>-?\d+)\s*\Z",
+    re.DOTALL,
+)
+
+
 class BashOutput(WireModel):
     command: str = ""
     output: str = ""
     exit_code: int = 0
+
+    def description(self) -> str:
+        """The command as Jules describes it in text: ``Command: \\n{command}\\nOutput:
+        {output}Exit Code: {exit_code}``."""
+        return f"Command: \n{self.command}\nOutput: {self.output}Exit Code: {self.exit_code}"
+
+    @classmethod
+    def from_description(cls, text: str) -> BashOutput | None:
+        """The command a text in ``description()``'s shape describes; None for other text."""
+        found = COMMAND_DESCRIPTION.match(text)
+        if found is None:
+            return None
+        return cls(
+            command=found["command"], output=found["output"], exit_code=int(found["exit_code"])
+        )
 
 
 class Artifact(WireModel):
@@ -250,6 +275,15 @@ class Activity(WireModel):
     progress_updated: ProgressUpdated | None = None
     session_completed: SessionCompleted | None = None
     session_failed: SessionFailed | None = None
+
+    def commands(self) -> list[BashOutput]:
+        """The commands it ran: its bashOutput artifacts, or (where those are off, the
+        default) the command its progress update describes in Jules' text."""
+        found = [a.bash_output for a in self.artifacts if a.bash_output is not None]
+        if found or self.progress_updated is None:
+            return found
+        described = BashOutput.from_description(self.progress_updated.description)
+        return [described] if described is not None else []
 
     def kind(self) -> ActivityKind | None:
         for member in (

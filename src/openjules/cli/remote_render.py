@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
 from rich.text import Text
 
@@ -18,34 +17,11 @@ from openjules._timestamps import parse_timestamp_ns
 from openjules._types import Activity, BashOutput, GitPatch, Session, State
 
 # How Jules (and openjules' shell tool) describe a command in a progress update's text:
-# "Command: \n{command}\nOutput: {output}Exit Code: {code}" (jules-api.md §5.10).
-COMMAND_TEXT = re.compile(
-    r"\ACommand:[ \t]*\n(?P<command>.*?)\nOutput:[ \t]?(?P<output>.*?)"
-    r"[ \t]*Exit Code:[ \t]*(?P<exit_code>-?\d+)\s*\Z",
-    re.DOTALL,
-)
 # A command's output is shown by its last lines, each cut to a width.
 OUTPUT_LINES = 6
 OUTPUT_LINE_CHARS = 160
 _DIFF_HEADER = re.compile(r"^diff --git a/(?P<old>.+?) b/(?P<new>.+)$", re.MULTILINE)
 INDENT = "    "
-
-
-@dataclass(frozen=True)
-class Command:
-    command: str
-    output: str
-    exit_code: int
-
-
-def command_of(description: str) -> Command | None:
-    """The command a progress update's text describes in Jules' shape, if it does."""
-    found = COMMAND_TEXT.match(description)
-    if found is None:
-        return None
-    return Command(
-        command=found["command"], output=found["output"], exit_code=int(found["exit_code"])
-    )
 
 
 def changed_files(patch: GitPatch) -> list[str]:
@@ -65,7 +41,7 @@ def _indented(text: str, *, style: str = "") -> list[Text]:
     return [Text(INDENT + line, style=style) for line in text.rstrip("\n").splitlines()]
 
 
-def _command_lines(command: Command) -> list[Text]:
+def _command_lines(command: BashOutput) -> list[Text]:
     lines = [Text(f"{INDENT}$ {command.command}", style="bold")]
     output = command.output.rstrip("\n").splitlines()
     if len(output) > OUTPUT_LINES:
@@ -84,15 +60,6 @@ def _headline(activity: Activity, label: str, style: str) -> Text:
     return Text.assemble((f"{stamp} " if stamp else "", "dim"), (label, style))
 
 
-def _commands(activity: Activity) -> list[Command]:
-    outputs: list[BashOutput] = [a.bash_output for a in activity.artifacts if a.bash_output]
-    if outputs:
-        return [Command(o.command, o.output, o.exit_code) for o in outputs]
-    progress = activity.progress_updated
-    parsed = command_of(progress.description) if progress else None
-    return [parsed] if parsed else []
-
-
 def activity_lines(activity: Activity) -> list[Text]:
     """The lines that show ``activity``: a headline, then what it holds."""
     lines: list[Text] = []
@@ -106,7 +73,7 @@ def activity_lines(activity: Activity) -> list[Text]:
     elif activity.plan_approved is not None:
         lines.append(_headline(activity, "Plan approved", "green"))
     elif (progress := activity.progress_updated) is not None:
-        commands = _commands(activity)
+        commands = activity.commands()
         lines.append(_headline(activity, progress.title or "Progress", "blue"))
         if commands:
             for command in commands:

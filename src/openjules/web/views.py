@@ -4,7 +4,6 @@ go through here)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -13,12 +12,6 @@ from openjules.store import transitions
 from openjules.store.transitions import Event
 from openjules.web import formatting
 from openjules.web.diffs import FileDiff, split_patch
-
-# How Jules (and our shell tool) describe a command's progress in text.
-COMMAND_DESCRIPTION = re.compile(
-    r"\ACommand: \n(?P<command>.*?)\nOutput: (?P<output>.*)Exit Code: (?P<exit_code>-?\d+)\Z",
-    re.DOTALL,
-)
 
 
 def repository_of(source_name: str) -> str:
@@ -197,19 +190,7 @@ class ActivityView:
     def commands(self) -> list[BashOutput]:
         """The commands it ran: its bashOutput artifacts, or (where those are off, the
         default) the command progress Jules describes in text."""
-        found = [a.bash_output for a in self.wire.artifacts if a.bash_output is not None]
-        if found or self.wire.progress_updated is None:
-            return found
-        described = COMMAND_DESCRIPTION.match(self.wire.progress_updated.description)
-        if described is None:
-            return []
-        return [
-            BashOutput(
-                command=described["command"],
-                output=described["output"],
-                exit_code=int(described["exit_code"]),
-            )
-        ]
+        return self.wire.commands()
 
     @property
     def media(self) -> list[Media]:

@@ -33,10 +33,9 @@ class Shell(Tool):
                 read_only=ctx.phase is Phase.PLANNING,
                 ro_binds=ctx.workspace.sandbox_binds(),
             )
+        ran = BashOutput(command=args.command, output=result.output, exit_code=result.exit_code)
         # The shape Jules uses for command progress (spec §5.10 / §9.5).
-        description = (
-            f"Command: \n{args.command}\nOutput: {result.output}Exit Code: {result.exit_code}"
-        )
+        description = ran.description()
         artifacts = (
             [
                 Artifact(
