@@ -106,8 +106,8 @@ def resolve(
     chosen_key = api_key or env.get(KEY_ENV) or (stored.api_key if stored else "")
     if not chosen_key:
         raise ConfigError(
-            f"No API key: pass api_key=, set {KEY_ENV}, or run `openjules login` "
-            "(an operator makes one with `openjules keys create USER`)."
+            f"No API key: set {KEY_ENV} or run `openjules login` (in Python, "
+            "Client(api_key=...)); an operator makes one with `openjules keys create USER`."
         )
     api_root(chosen_url)
     return Credentials(url=chosen_url, api_key=chosen_key)
