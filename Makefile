@@ -41,9 +41,9 @@ serve: $(SERVE_STAMP) system-deps
 # pytest runs on PYTEST_WORKERS pytest-xdist workers. A unit of work is one test file's
 # tests on one database backend, so each file's live server still starts once per backend;
 # the slowest files go first (tests/parallel.py). 2 workers, one per core of the 2-core
-# machines CI and developers have (the README's Development section has the figures);
-# -n 3 was no faster, as the fuzzer, the sandboxed agent runs and Chromium keep both
-# cores busy. For one test: make test PYTEST_ARGS="-n0 tests/api/test_auth.py"
+# machines CI and developers have (the README's Development section has the figures).
+# -n 3 measured 7-18% faster in three back-to-back pairs of full runs (497/522/636 s
+# against 535/638/687 s) but has not had a clean-clone CI run yet: PYTEST_WORKERS=3. For one test: make test PYTEST_ARGS="-n0 tests/api/test_auth.py"
 # (or PYTEST_WORKERS=0, or PYTEST_ARGS="-p no:xdist ...", which drops the -n below).
 PYTEST_WORKERS ?= 2
 PYTEST_XDIST = $(if $(findstring no:xdist,$(PYTEST_ARGS)),,-n $(PYTEST_WORKERS) --dist loadscope)
