@@ -17,20 +17,19 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote
 
 import h11
 import httpx
 
 from openjules.server import bind
-from openjules.testing.lifecycle import Background
+from openjules.testing.lifecycle import LoopThread
 
 log = logging.getLogger("openjules.testing")
 
-START_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 30.0
 CHUNK_BYTES = 65536
 # Per connection, not forwarded (RFC 9110 §7.6.1); Host and the body's framing are the
@@ -87,17 +86,16 @@ def text_response(status: int, text: str, *, media_type: str) -> FrontResponse:
     return FrontResponse(status, headers, body)
 
 
-class HttpFront(Background, Generic[R]):
+class HttpFront(LoopThread, Generic[R]):
     """Subclasses implement ``handle``; ``R`` is what they record of each request
     (``_record``), read back with ``requests`` and ``wait_for``."""
 
     def __init__(self, *, name: str) -> None:
+        super().__init__(thread_name=name)
         self._name = name
         self._socket = bind("127.0.0.1", 0)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._http: httpx.AsyncClient | None = None
         self._connections: set[asyncio.Task[Any]] = set()
@@ -138,30 +136,17 @@ class HttpFront(Background, Generic[R]):
 
     # --- start and stop, from any thread --------------------------------------------------
 
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
-        self._thread.start()
-        self._call(self._listen())
-        return self
-
     def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        self._call(self._close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=START_TIMEOUT_S)
-        self._loop.close()
-        self._loop = None
-        self._thread = None
+        super().stop()
         self._socket.close()
 
-    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None, "start() the front first"
-        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=START_TIMEOUT_S)
-
     # --- in the front's event loop ------------------------------------------------------
+
+    async def _open(self) -> None:
+        await self._listen()
+
+    async def _shut(self) -> None:
+        await self._close()
 
     async def _listen(self) -> None:
         # No pool limit: a test may hold several event streams open through the front.

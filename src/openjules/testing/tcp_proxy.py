@@ -12,53 +12,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections.abc import Coroutine
-from typing import Any, Self
 
 from openjules.server import bind
-from openjules.testing.lifecycle import Background
+from openjules.testing.lifecycle import LoopThread
 
-START_TIMEOUT_S = 10.0
 CHUNK_BYTES = 65536
 
 
-class TcpProxy(Background):
+class TcpProxy(LoopThread):
     """Forwards each connection to ``target_host:target_port``, in a background thread
     running its own event loop. While cut, the port has no listener (connecting fails
     with "connection refused", as when the server is down) and every connection that
     was open has been reset."""
 
     def __init__(self, *, target_host: str = "127.0.0.1", target_port: int) -> None:
+        super().__init__(thread_name="openjules-tcp-proxy")
         self.target = (target_host, target_port)
         self.host = "127.0.0.1"
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._streams: set[asyncio.StreamWriter] = set()
 
     # --- control, from any thread -----------------------------------------------------
-
-    def start(self) -> Self:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="openjules-tcp-proxy", daemon=True
-        )
-        self._thread.start()
-        self._call(self._listen())
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None or self._thread is None:
-            return
-        self._call(self._close_all())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=START_TIMEOUT_S)
-        self._loop.close()
-        self._loop = None
-        self._thread = None
 
     def cut(self) -> None:
         """Drop every connection and refuse new ones until ``restore()``."""
@@ -68,12 +43,13 @@ class TcpProxy(Background):
         """Listen again, on the same port."""
         self._call(self._listen())
 
-    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        assert self._loop is not None, "start() the proxy first"
-        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        future.result(timeout=START_TIMEOUT_S)
-
     # --- in the proxy's event loop ------------------------------------------------------
+
+    async def _open(self) -> None:
+        await self._listen()
+
+    async def _shut(self) -> None:
+        await self._close_all()
 
     async def _listen(self) -> None:
         if self._server is not None:
