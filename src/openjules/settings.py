@@ -7,6 +7,7 @@ and ``load_settings`` says which one, its value and what is expected.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -90,6 +91,10 @@ class Settings(BaseSettings):
     # Open connections served at once; beyond it a connection is answered 503 with
     # Retry-After. 0: min(10000, half the open-files limit, raised to its hard limit).
     http_max_connections: int = Field(default=0, ge=0)
+    # `openjules serve`: HTTP server processes sharing the port (the agent runner and the
+    # webhook sender run in one of them). 0: one per CPU core where the database allows
+    # several processes.
+    http_workers: int = Field(default=0, ge=0)
 
     # Limits on what a request may ask. A body larger than max_request_bytes is refused
     # before it is read (400 INVALID_ARGUMENT); text fields, filters and page tokens longer
@@ -148,8 +153,22 @@ class Settings(BaseSettings):
     bash_output_artifacts: bool = False
     # Who runs sessions (a second runner is one new module under engine/).
     runner: RunnerKind = RunnerKind.LOCAL
-    # Concurrent sessions run by `openjules serve` (0: only `openjules worker` runs them).
-    workers: int = Field(default=2, ge=0)
+    # Admission limits of a process that runs sessions (`openjules serve`, `openjules
+    # worker`). A session waiting on the model costs an asyncio task, so the number worked
+    # at once is high; what costs CPU (sandbox commands) has its own, smaller limit.
+    # Sessions beyond the limit stay QUEUED, in order. 0: this process runs none (`serve`
+    # then leaves them to `openjules worker`).
+    max_concurrent_sessions: int = Field(default=200, ge=0)
+    # Sandbox commands running at once in this process; 0: two per CPU core.
+    max_concurrent_commands: int = Field(default=0, ge=0)
+    # Per-user limits, like Jules' plans; 0: no limit. A user's sessions beyond the first
+    # limit stay QUEUED, in order, until one of theirs ends; a create beyond the daily
+    # limit (sessions created since 00:00 UTC) is refused with 429 RESOURCE_EXHAUSTED.
+    user_max_concurrent_sessions: int = Field(default=0, ge=0)
+    user_daily_sessions: int = Field(default=0, ge=0)
+    # Deprecated alias of max_concurrent_sessions (OPENJULES_WORKERS, from when each
+    # running session held one of N worker tasks); wins when set.
+    workers: int | None = Field(default=None, ge=0)
     lease_seconds: float = 30.0
 
     # Live sessions. A comment line is sent on every open stream this often, so proxies
@@ -218,6 +237,13 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'openjules.db'}"
+
+    def sessions_at_once(self) -> int:
+        """Sessions this process works at once (``workers`` if set, for compatibility)."""
+        return self.max_concurrent_sessions if self.workers is None else self.workers
+
+    def commands_at_once(self) -> int:
+        return self.max_concurrent_commands or 2 * (os.cpu_count() or 1)
 
     def resolved_public_base_url(self) -> str:
         if self.public_base_url:

@@ -29,7 +29,7 @@ def worker(concurrency: int | None, *, settings: Settings) -> None:
     from openjules.store.migrate import upgrade_to_head
 
     check_data_dir(settings)  # workspaces live there, whatever the database
-    workers = concurrency if concurrency is not None else max(settings.workers, 1)
+    workers = concurrency if concurrency is not None else max(settings.sessions_at_once(), 1)
     print_status(settings)
     with database_work(settings):
         upgrade_to_head(settings.resolved_database_url())

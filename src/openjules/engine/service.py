@@ -51,7 +51,7 @@ class EngineService:
         observe: ObserverFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.workers = settings.workers if workers is None else workers
+        self.workers = settings.sessions_at_once() if workers is None else workers
         self.db = Database.from_settings(settings)
         self.worker = SessionWorker(settings=settings, db=self.db, observe=observe)
         self.runner: Runner = RUNNERS[RunnerKind(settings.runner)](
