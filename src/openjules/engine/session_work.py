@@ -15,6 +15,8 @@ import logging
 from pathlib import Path
 from typing import TypeVar
 
+from openai import DefaultAsyncHttpxClient
+
 from openjules._types import State
 from openjules.engine import prompts
 from openjules.engine.agent import Agent, AgentLimits
@@ -24,7 +26,13 @@ from openjules.engine.forge.explain import explain_git_failure
 from openjules.engine.forge.push import Author
 from openjules.engine.git import GitError, HttpAuth, redact_url
 from openjules.engine.journal import DatabaseJournal, fail_session
-from openjules.engine.model import NOT_CONFIGURED, Model, ModelConfig, model_config
+from openjules.engine.model import (
+    NOT_CONFIGURED,
+    Model,
+    ModelConfig,
+    model_config,
+    shared_http_client,
+)
 from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox
 from openjules.engine.sandbox.disk import megabytes
 from openjules.engine.tools.base import ToolContext
@@ -68,6 +76,14 @@ class SessionWorker:
             wall_seconds=settings.agent_wall_seconds,
             compact_above_chars=settings.agent_context_chars,
         )
+        # Built on first use, in the event loop the sessions run in.
+        self._model_http: DefaultAsyncHttpxClient | None = None
+
+    async def close(self) -> None:
+        """Close what the runs shared (the model calls' connection pool)."""
+        http, self._model_http = self._model_http, None
+        if http is not None:
+            await http.aclose()
 
     async def run_session(self, session_id: str) -> None:
         with observing(self.observe(session_id) if self.observe else None):
@@ -154,7 +170,9 @@ class SessionWorker:
     ) -> None:
         """The agent's turns, then the finish step when the agent (or a run that died
         after staging it) finished."""
-        model = Model(config)
+        if self._model_http is None:
+            self._model_http = shared_http_client()
+        model = Model(config, http_client=self._model_http)
         try:
             transcript = await self._start(session_id, facts, workspace, base)
             journal = DatabaseJournal(
