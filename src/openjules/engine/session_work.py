@@ -155,7 +155,13 @@ class SessionWorker:
                 await to_the_end(asyncio.to_thread(Workspace(root).remove))
                 raise
         with span(Part.SANDBOX_OWNERSHIP):
-            sandbox.prepare_workspace(workspace.tree)
+            # A walk over every file (chown): off the event loop, which serves the API and
+            # every other session meanwhile; stopped meanwhile, the tree is removed.
+            try:
+                await to_the_end(asyncio.to_thread(sandbox.prepare_workspace, workspace.tree))
+            except asyncio.CancelledError:
+                await to_the_end(asyncio.to_thread(workspace.remove))
+                raise
         return workspace, base
 
     async def _work(
