@@ -69,7 +69,7 @@ async def test_each_queued_session_runs_exactly_once_across_runners(db: Database
         active.discard(session_id)
         runs[session_id] += 1
 
-    runners = [LocalRunner(db=db, work=work, workers=3, poll_seconds=0.05) for _ in range(2)]
+    runners = [LocalRunner(db=db, work=work, max_sessions=3, poll_seconds=0.05) for _ in range(2)]
     for r in runners:
         await r.start()
     try:
@@ -95,7 +95,7 @@ async def test_enqueue_while_running_runs_the_session_again(db: Database) -> Non
         if runs == 1:
             await release.wait()
 
-    runner = LocalRunner(db=db, work=work, workers=1, poll_seconds=0.05)
+    runner = LocalRunner(db=db, work=work, max_sessions=1, poll_seconds=0.05)
     await runner.start()
     try:
         await asyncio.wait_for(started.wait(), 10)
@@ -116,7 +116,7 @@ async def test_a_dead_workers_job_is_reclaimed_after_its_lease_expires(db: Datab
         first_started.set()
         await asyncio.Event().wait()
 
-    dead = LocalRunner(db=db, work=hang, workers=1, lease_seconds=0.6, poll_seconds=0.05)
+    dead = LocalRunner(db=db, work=hang, max_sessions=1, lease_seconds=0.6, poll_seconds=0.05)
     await dead.start()
     await asyncio.wait_for(first_started.wait(), 10)
     # Simulate a crash: the worker stops heartbeating without releasing its lease.
@@ -129,7 +129,9 @@ async def test_a_dead_workers_job_is_reclaimed_after_its_lease_expires(db: Datab
     async def complete(sid: str) -> None:
         finished.append(sid)
 
-    survivor = LocalRunner(db=db, work=complete, workers=1, lease_seconds=0.6, poll_seconds=0.05)
+    survivor = LocalRunner(
+        db=db, work=complete, max_sessions=1, lease_seconds=0.6, poll_seconds=0.05
+    )
     await survivor.start()
     try:
         await _wait_until(lambda: finished == [session_id])
@@ -148,7 +150,9 @@ async def test_work_that_raises_is_retried_later(db: Database) -> None:
         if attempts == 1:
             raise RuntimeError("transient")
 
-    runner = LocalRunner(db=db, work=flaky, workers=1, poll_seconds=0.05, retry_delay_seconds=0.2)
+    runner = LocalRunner(
+        db=db, work=flaky, max_sessions=1, poll_seconds=0.05, retry_delay_seconds=0.2
+    )
     job_state = ""
 
     async def poll_job() -> None:
@@ -246,7 +250,7 @@ async def test_cancel_stops_running_work_at_once_and_releases_the_job(db: Databa
     first, second = await _new_sessions(db, 2)
     work = _Hanging()
     # A long lease: only cancel(), not a renewal, can stop the work within this test.
-    runner = LocalRunner(db=db, work=work, workers=2, lease_seconds=60, poll_seconds=0.05)
+    runner = LocalRunner(db=db, work=work, max_sessions=2, lease_seconds=60, poll_seconds=0.05)
     await runner.start()
     try:
         await work.wait_started(first)
@@ -269,7 +273,7 @@ async def test_renewal_stops_work_whose_session_another_process_ended(db: Databa
     stops the work."""
     failed, deleted, running = await _new_sessions(db, 3)
     work = _Hanging()
-    runner = LocalRunner(db=db, work=work, workers=3, lease_seconds=0.6, poll_seconds=0.05)
+    runner = LocalRunner(db=db, work=work, max_sessions=3, lease_seconds=0.6, poll_seconds=0.05)
     elsewhere = Database(db.url)  # another process's: its writes are not published here
     await runner.start()
     try:
@@ -310,7 +314,7 @@ async def test_a_change_made_in_another_process_stops_work_at_once(db: Database)
     the session runnable leaves its work alone."""
     paused, cancelled, deleted, running = await _new_sessions(db, 4)
     work = _Hanging()
-    runner = LocalRunner(db=db, work=work, workers=4, lease_seconds=60, poll_seconds=0.05)
+    runner = LocalRunner(db=db, work=work, max_sessions=4, lease_seconds=60, poll_seconds=0.05)
     elsewhere = Database(db.url)
     await db.changes.start()
     await asyncio.wait_for(db.changes.watching.wait(), 10)
@@ -371,7 +375,7 @@ async def test_a_pause_and_an_immediate_resume_never_run_the_session_twice_at_on
             await asyncio.sleep(0.2)  # tidying up after the cancel takes a while
             active -= 1
 
-    runner = LocalRunner(db=db, work=work, workers=3, lease_seconds=60, poll_seconds=0.05)
+    runner = LocalRunner(db=db, work=work, max_sessions=3, lease_seconds=60, poll_seconds=0.05)
     await runner.start()
     try:
         await asyncio.wait_for(started.wait(), 10)
@@ -413,7 +417,7 @@ async def test_work_refused_by_the_state_machine_is_no_failed_attempt(
     runner = LocalRunner(
         db=db,
         work=refused,
-        workers=1,
+        max_sessions=1,
         poll_seconds=0.05,
         retry_delay_seconds=0.1,
         max_attempts=1,

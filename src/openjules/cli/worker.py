@@ -17,7 +17,10 @@ from openjules.settings import Settings
     "--concurrency",
     type=click.IntRange(min=1),
     default=None,
-    help="Sessions run at once [env OPENJULES_WORKERS; default 2].",
+    help=(
+        "Sessions run at once [env OPENJULES_MAX_CONCURRENT_SESSIONS; default 200]; "
+        "sandbox commands have their own limit (OPENJULES_MAX_CONCURRENT_COMMANDS)."
+    ),
 )
 @database_options
 def worker(concurrency: int | None, *, settings: Settings) -> None:

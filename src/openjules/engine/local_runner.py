@@ -1,9 +1,13 @@
 """``LocalRunner``: executes ``run_session(session_id)`` for queued jobs, at least once.
 
-It claims rows of the jobs table with a lease, renews it with a heartbeat while the work
-runs, and gives the job back when the work ends. A worker that dies stops renewing; once
-its lease expires another worker claims the job and, because the work is resumable,
-continues where it stopped.
+It is an admission limit, not a pool of workers: one dispatcher claims rows of the jobs
+table with a lease while fewer than ``max_sessions`` run in this process, and starts one
+task per lease; one renewal task extends all of this process's leases at once while the
+work runs; the job is given back when the work ends. A session waiting on the model costs
+a task; one waiting for a person, nothing (its job is done). A process that dies stops
+renewing; once its leases expire another process claims the jobs and, because the work
+is resumable, continues where it stopped. Per-user limits are the database's to decide
+(``store.jobs.claim_many``), so they hold across processes.
 
 Work the session no longer wants (deleted, cancelled, paused, or moved on by someone else)
 stops at once: ``cancel`` for a change made in this process, and, for one made in any
@@ -80,13 +84,26 @@ def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# Most jobs one claim takes: a burst of creates is claimed in a few writes, and a runner
+# with room for hundreds does not lock hundreds of rows at once.
+CLAIM_BATCH = 32
+# Changes heard from other processes wake the dispatcher at most this often.
+NUDGE_GAP_S = 0.025
+
+
 class LocalRunner:
+    """An admission limit: one dispatcher claims jobs while fewer than ``max_sessions``
+    run here and starts one task per lease; one renewal task extends all of this
+    process's leases in one write per interval. An idle runner costs a sleeping task and
+    a read per poll interval; a running session, its own task (and its work's)."""
+
     def __init__(
         self,
         *,
         db: Database,
         work: SessionWork,
-        workers: int = 2,
+        max_sessions: int = 200,
+        user_max_sessions: int = 0,
         lease_seconds: float = 30.0,
         poll_seconds: float = 0.5,
         retry_delay_seconds: float = 5.0,
@@ -96,7 +113,9 @@ class LocalRunner:
     ) -> None:
         self.db = db
         self.work = work
-        self.workers = workers
+        self.max_sessions = max_sessions
+        # A user's sessions beyond it stay queued (0: no limit); the database decides.
+        self.user_max_sessions = user_max_sessions
         self.lease_us = int(lease_seconds * 1_000_000)
         self.heartbeat_seconds = lease_seconds / 3
         self.poll_seconds = poll_seconds
@@ -104,19 +123,25 @@ class LocalRunner:
         self.max_attempts = max_attempts
         self.give_up = give_up
         self.identity = identity or worker_identity()
+        # Set by ``submit``, when a run ends (a slot is free) and by changes heard from
+        # other processes: the dispatcher looks now.
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-        # The work running in this process, by session, and which of it was cancelled
-        # because the session no longer wants it (as opposed to a lost lease or a stop).
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._unwanted: set[str] = set()
-        # Claims of this process, one at a time (see ``_claim``); submissions so far, and
-        # how many there had been (and when) a worker last looked and found nothing to run.
-        self._claiming = asyncio.Lock()
         self._submissions = 0
-        self._found_nothing_at = -1
-        self._found_nothing_time = 0.0
+        self._looked_at = 0.0  # when the dispatcher last looked for jobs (monotonic)
+        self._stopping = False
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        # One task per lease held here (each awaits its session's work).
+        self._runs: set[asyncio.Task[None]] = set()
+        # Claims so far: each claim's lease owner is this runner's identity and its number,
+        # so a lease taken over from this very process is told apart from the old one.
+        self._claims = 0
+        # The work running in this process and its lease, by session, and which of it was
+        # cancelled because the session no longer wants it (as opposed to a lost lease or
+        # a stop).
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._leases: dict[str, Lease] = {}
+        self._unwanted: set[str] = set()
         self._outage = OutageLog(log)
         # Sessions running here that changed and whose state is to be read (one read for
         # all of them, by one task at a time), and how to stop hearing of changes.
@@ -124,14 +149,20 @@ class LocalRunner:
         self._checking: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
+    @property
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """Every task of this runner: the dispatcher, the renewal and the runs."""
+        own = [t for t in (self._dispatcher, self._renewer) if t is not None]
+        return [*own, *self._runs]
+
     async def start(self) -> None:
         self._stopping = False
         if self._unsubscribe is None:
             self._unsubscribe = self.db.changes.subscribe(self._heard)
-        self._tasks = [
-            asyncio.create_task(self._worker(f"{self.identity}/{i}"), name=f"openjules-worker-{i}")
-            for i in range(self.workers)
-        ]
+        if self.max_sessions <= 0:
+            return  # takes submit/cancel only: other processes run the sessions
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="openjules-dispatcher")
+        self._renewer = asyncio.create_task(self._renew_leases(), name="openjules-leases")
 
     async def stop(self) -> None:
         """Stop claiming and cancel running work; unfinished jobs are reclaimed later."""
@@ -147,7 +178,8 @@ class LocalRunner:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._dispatcher = self._renewer = None
+        self._runs.clear()
 
     async def submit(self, session_id: str) -> None:
         self._submissions += 1
@@ -168,6 +200,10 @@ class LocalRunner:
     def _heard(self, change: Change | Everything) -> None:
         """The change feed's listener (runs in the event loop; must not block)."""
         if isinstance(change, Change):
+            if not change.made_here and change.session_id not in self._running:
+                # Perhaps work enqueued by another process (a create or a wake-up in an
+                # HTTP process that runs no sessions): look now, not at the next poll.
+                self._wake.set()
             if change.made_here or change.session_id not in self._running:
                 # A change made in this process is its work's own step (which ends the
                 # work by itself) or the API's, which calls ``cancel``; and nearly every
@@ -175,6 +211,7 @@ class LocalRunner:
                 return
             self._changed.add(change.session_id)
         else:
+            self._wake.set()
             self._changed.update(self._running)  # notifications may have been missed
         if self._changed and (self._checking is None or self._checking.done()):
             self._checking = asyncio.create_task(self._check(), name="openjules-runner-check")
@@ -199,13 +236,20 @@ class LocalRunner:
                     log.info("session %s is no longer runnable; stopping its work", sid)
                 self._stop_unwanted(sid, running[sid])
 
-    async def _worker(self, owner: str) -> None:
+    async def _dispatch(self) -> None:
+        """Claim jobs while there is room and start a run for each; otherwise wait for a
+        submission, a run that ends, or the poll interval (work submitted elsewhere)."""
         failures = 0
-        woken = False
         while not self._stopping:
+            room = self.max_sessions - len(self._runs)
+            if room <= 0:
+                self._wake.clear()
+                if len(self._runs) >= self.max_sessions:
+                    await self._wake.wait()  # a run ends (or stop)
+                continue
             submissions = self._submissions
             try:
-                lease = await self._claim(owner, woken=woken)
+                leases = await self._claim(room)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -218,49 +262,44 @@ class LocalRunner:
                 continue
             failures = 0
             self._outage.recovered()
-            if lease is None:
-                woken = self._submissions != submissions
-                if not woken:  # no session was submitted meanwhile: wait for one
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                        woken = True
-                    except TimeoutError:
-                        woken = False
-                continue
-            woken = False
-            try:
-                await self._run(lease)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # E.g. the database was unreachable while releasing the job: the lease
-                # expires and the job is reclaimed; this worker keeps going.
-                self._report(exc, f"releasing the job of session {lease.session_id}")
+            for lease in leases:
+                run = asyncio.create_task(
+                    self._run_guarded(lease), name=f"openjules-session-{lease.session_id}"
+                )
+                self._runs.add(run)
+                run.add_done_callback(self._run_ended)
+            if leases:
+                continue  # there may be more
+            self._wake.clear()
+            if self._submissions == submissions:  # nothing submitted while claiming
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                if self._submissions == submissions:
+                    # Woken by a change made elsewhere (or a run that ended): a stream of
+                    # them, e.g. the steps of another process's sessions, costs one look
+                    # per NUDGE_GAP_S, not one per change.
+                    await asyncio.sleep(self._looked_at + NUDGE_GAP_S - time.monotonic())
 
-    async def _claim(self, owner: str, *, woken: bool) -> Lease | None:
-        """Claim a job if there is one, taking the write lock only when there is.
+    def _run_ended(self, run: asyncio.Task[None]) -> None:
+        self._runs.discard(run)
+        self._wake.set()  # room for one more, and the owner's next session may start
 
-        The workers of this process claim one at a time, and a worker does not look
-        again when another has just found nothing (since the last submission, and for a
-        worker that polls, less than half a poll interval ago). So a burst of creates
-        costs about one read and one write per session, not one write per session and
-        idle worker, and idle workers poll with a few reads a second, not 2 per worker.
-        """
-        async with self._claiming:
-            if self._submissions == self._found_nothing_at and (
-                woken or time.monotonic() - self._found_nothing_time < self.poll_seconds / 2
-            ):
-                return None
-            submissions = self._submissions
-            async with self.db.read() as conn:
-                runnable = await jobs.any_runnable(conn)
-            if not runnable:
-                self._found_nothing_at = submissions
-                self._found_nothing_time = time.monotonic()
-                return None
-            async with self.db.write() as conn:
-                return await jobs.claim(conn, owner=owner, lease_us=self.lease_us)
+    async def _claim(self, room: int) -> list[Lease]:
+        """Claim up to ``room`` jobs, taking the write lock only when there are some: an
+        idle runner polls with one read, and a burst of creates is claimed in batches."""
+        self._looked_at = time.monotonic()
+        async with self.db.read() as conn:
+            if not await jobs.any_runnable(conn, user_limit=self.user_max_sessions):
+                return []
+        self._claims += 1
+        async with self.db.write() as conn:
+            return await jobs.claim_many(
+                conn,
+                owner=f"{self.identity}/{self._claims}",
+                lease_us=self.lease_us,
+                limit=min(room, CLAIM_BATCH),
+                user_limit=self.user_max_sessions,
+            )
 
     def _report(self, exc: Exception, doing: str) -> None:
         """Log a failure: once per outage if the database is unreachable, else in full."""
@@ -269,11 +308,30 @@ class LocalRunner:
         else:
             log.error("%s failed", doing, exc_info=exc)
 
+    async def _run_guarded(self, lease: Lease) -> None:
+        try:
+            await self._run(lease)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if asked_to_stop():
+                raise asyncio.CancelledError from exc
+            # E.g. the database was unreachable while releasing the job: the lease
+            # expires and the job is reclaimed; the runner keeps going.
+            self._report(exc, f"releasing the job of session {lease.session_id}")
+
     async def _run(self, lease: Lease) -> None:
         sid = lease.session_id
-        work = asyncio.create_task(self.work(sid))
+        earlier = self._running.get(sid)
+        if earlier is not None and not earlier.done():
+            # This process took the session again: the earlier run's lease expired (its
+            # renewals failed, say, while the database was away). That run holds nothing
+            # any more, and never works beside this one.
+            earlier.cancel()
+            await asyncio.wait([earlier])
+        work = asyncio.create_task(self.work(sid), name=f"openjules-work-{sid}")
         self._running[sid] = work
-        heartbeat = asyncio.create_task(self._heartbeat(lease, work))
+        self._leases[sid] = lease
         try:
             await work
         except asyncio.CancelledError:
@@ -294,14 +352,14 @@ class LocalRunner:
             # E.g. paused between reading the session and starting on it: not a failure.
             log.info("session %s moved on while its work started (%s); work stopped", sid, exc)
         finally:
-            self._running.pop(sid, None)
-            self._unwanted.discard(sid)
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            if self._running.get(sid) is work:
+                del self._running[sid]
+                self._unwanted.discard(sid)
+            if self._leases.get(sid) is lease:
+                del self._leases[sid]
         async with self.db.write() as conn:
             # If the session was enqueued again meanwhile (e.g. resumed), the job is ready
-            # again and the next claim (by any worker) runs it.
+            # again and the next claim (by any runner) runs it.
             again = await jobs.finish(conn, lease=lease)
         if again:
             await self.submit(sid)
@@ -336,21 +394,30 @@ class LocalRunner:
         async with self.db.write() as conn:
             await jobs.release_for_retry(conn, lease=lease, delay_us=self.retry_delay_us)
 
-    async def _heartbeat(self, lease: Lease, work: asyncio.Task[None]) -> None:
+    async def _renew_leases(self) -> None:
+        """Extend every lease held here, in one write per interval, and stop the work of
+        sessions whose lease was lost or that no longer want it (e.g. a change the feed
+        missed)."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
+            leases = list(self._leases.values())
+            if not leases:
+                continue
             try:
                 async with self.db.write() as conn:
-                    status = await jobs.renew(conn, lease=lease, lease_us=self.lease_us)
+                    found = await jobs.renew(conn, leases=leases, lease_us=self.lease_us)
             except Exception as exc:
                 if asked_to_stop():
                     raise asyncio.CancelledError from exc
-                self._report(exc, f"renewing the lease on {lease.session_id}")
+                self._report(exc, f"renewing the leases of {len(leases)} session(s)")
                 continue
-            if status is LeaseStatus.HELD:
-                continue
-            if status is LeaseStatus.NOT_RUNNABLE:
-                self._stop_unwanted(lease.session_id, work)
-            else:
-                work.cancel()
-            return
+            for lease in leases:
+                sid = lease.session_id
+                work = self._running.get(sid)
+                if self._leases.get(sid) is not lease or work is None:
+                    continue  # ended (or taken again) meanwhile
+                status = found[sid]
+                if status is LeaseStatus.NOT_RUNNABLE:
+                    self._stop_unwanted(sid, work)
+                elif status is LeaseStatus.LOST and not work.cancelling():
+                    work.cancel()  # once: its cleanup must not be cut short again

@@ -15,7 +15,8 @@ class Runner(Protocol):
     identity: str
 
     async def start(self) -> None:
-        """Begin running queued sessions (a runner with no workers runs none)."""
+        """Begin running queued sessions, as many at once as it admits (a runner that
+        admits none only takes submit and cancel)."""
 
     async def stop(self) -> None:
         """Stop; unfinished sessions are resumed later, here or by another process."""

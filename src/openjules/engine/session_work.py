@@ -26,6 +26,7 @@ from openjules.engine.forge.explain import explain_git_failure
 from openjules.engine.forge.push import Author
 from openjules.engine.git import GitError, HttpAuth, redact_url
 from openjules.engine.journal import DatabaseJournal, fail_session
+from openjules.engine.mirror_syncs import MirrorSyncs
 from openjules.engine.model import (
     NOT_CONFIGURED,
     Model,
@@ -78,6 +79,7 @@ class SessionWorker:
         )
         # Built on first use, in the event loop the sessions run in.
         self._model_http: DefaultAsyncHttpxClient | None = None
+        self._mirror_syncs = MirrorSyncs()
 
     async def close(self) -> None:
         """Close what the runs shared (the model calls' connection pool)."""
@@ -145,6 +147,8 @@ class SessionWorker:
     ) -> tuple[Workspace, str]:
         with span(Part.WORKSPACE):
             try:
+                if facts.source is not None:
+                    await self._sync(facts.source)
                 workspace, base = await to_the_end(
                     asyncio.to_thread(self._prepare, session_id, facts)
                 )
@@ -234,16 +238,24 @@ class SessionWorker:
             with span(Part.CLEANUP):
                 await asyncio.to_thread(workspace.remove)
 
+    async def _sync(self, source: SourceRecord) -> None:
+        """Bring the source's mirror up to date, sharing the fetch with runs starting now."""
+        mirror = self._mirror(source)
+        with span(Part.MIRROR_SYNC):
+            try:
+                await self._mirror_syncs.sync(mirror, lambda: self._sync_mirror(source, mirror))
+            except GitError as exc:
+                raise GitError(str(exc)) from None  # one exception object per run
+
     def _prepare(self, session_id: str, facts: RunFacts) -> tuple[Workspace, str]:
-        """Blocking git work, run in a thread: mirror, clone, restore the checkpoint."""
+        """Blocking git work, run in a thread once the mirror is synced: clone, restore
+        the checkpoint."""
         root = workspace_path(self.settings.data_dir, session_id)
         checkpoint = facts.checkpoint
         if facts.source is None:
             workspace, base = create_empty(root=root)
         else:
             mirror = self._mirror(facts.source)
-            with span(Part.MIRROR_SYNC):
-                self._sync_mirror(facts.source, mirror)
             with span(Part.CHECKOUT):
                 workspace, base = create_from_mirror(
                     mirror=mirror,

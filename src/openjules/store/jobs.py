@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._types import State
@@ -93,75 +94,169 @@ def _runnable(now: int) -> ColumnElement[bool]:
     )
 
 
-async def any_runnable(conn: AsyncConnection) -> bool:
-    """Whether some job could be claimed now: a read, so that idle workers polling do not
-    take the write lock (on SQLite, one for the whole database) only to find nothing."""
-    found = await conn.execute(select(tables.jobs.c.session_id).where(_runnable(now_us())).limit(1))
+# The owner's sessions that count against user_max_concurrent_sessions: admitted by a
+# runner and not ended. Stated exactly as the partial index ix_sessions_live_admitted is.
+_LIVE_ADMITTED = text(tables.LIVE_ADMITTED_SQL)
+
+
+def _candidates(*, now: int, user_limit: int) -> Select[Any]:
+    """Claimable jobs, oldest first, with their session's owner and admission. With a
+    per-user limit, a job whose owner is at the limit is skipped (not stopped at: other
+    users' jobs behind it are still found) unless its session was already admitted, as a
+    session woken again by a message, an approval or a resume is."""
+    j, s = tables.jobs.c, tables.sessions.c
+    query = (
+        select(j.session_id, s.owner_id, s.admit_time)
+        .select_from(tables.jobs.join(tables.sessions, s.id == j.session_id))
+        .where(_runnable(now))
+        .order_by(j.available_time, j.session_id)
+    )
+    if user_limit > 0:
+        admitted = tables.sessions.alias("admitted")
+        live = (
+            select(func.count())
+            .select_from(admitted)
+            .where(admitted.c.owner_id == s.owner_id, _LIVE_ADMITTED)
+            .scalar_subquery()
+        )
+        query = query.where(or_(s.admit_time.is_not(None), live < user_limit))
+    return query
+
+
+async def any_runnable(conn: AsyncConnection, *, user_limit: int = 0) -> bool:
+    """Whether some job could be claimed now: a read, so that an idle runner polling does
+    not take the write lock (on SQLite, one for the whole database) only to find nothing;
+    nor does one whose only queued jobs are of users at their limit."""
+    found = await conn.execute(_candidates(now=now_us(), user_limit=user_limit).limit(1))
     return found.first() is not None
 
 
-async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | None:
-    """Take the oldest runnable job: ready and due, or leased with an expired lease.
+async def _live_counts(conn: AsyncConnection, owners: Collection[int]) -> dict[int, int]:
+    """How many sessions of each of ``owners`` count against their limit now. On
+    PostgreSQL the owners' user rows are locked first (in id order: no deadlock), so two
+    processes admitting for one user take turns and the second counts the first's
+    admissions; SQLite has one writer at a time anyway. FOR NO KEY UPDATE does not wait
+    for creates, whose insert takes only a KEY SHARE lock on the user."""
+    ordered = sorted(owners)
+    if conn.dialect.name == "postgresql":
+        u = tables.users.c
+        await conn.execute(
+            select(u.id).where(u.id.in_(ordered)).order_by(u.id).with_for_update(key_share=True)
+        )
+    s = tables.sessions.c
+    rows = await conn.execute(
+        select(s.owner_id, func.count())
+        .where(s.owner_id.in_(ordered), _LIVE_ADMITTED)
+        .group_by(s.owner_id)
+    )
+    return {row[0]: int(row[1]) for row in rows}
+
+
+async def claim_many(
+    conn: AsyncConnection, *, owner: str, lease_us: int, limit: int, user_limit: int = 0
+) -> list[Lease]:
+    """Take up to ``limit`` of the oldest claimable jobs in one transaction (a burst of
+    creates costs one write per claim, not per session), admitting their sessions.
 
     PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite
     serializes writers (``BEGIN IMMEDIATE``), so a plain select-then-update is safe there.
+    With ``user_limit``, the jobs found are admitted in order while their owner has room
+    (counted again under a lock: the query's count is from before this claim).
     """
     now = now_us()
-    j = tables.jobs.c
-    runnable = _runnable(now)
-    candidate = select(j.session_id).where(runnable).order_by(j.available_time).limit(1)
+    j, s = tables.jobs.c, tables.sessions.c
+    candidates = _candidates(now=now, user_limit=user_limit).limit(limit)
     if conn.dialect.name == "postgresql":
-        candidate = candidate.with_for_update(skip_locked=True)
-    row = (await conn.execute(candidate)).first()
-    if row is None:
-        return None
+        candidates = candidates.with_for_update(skip_locked=True, of=tables.jobs)
+    rows = (await conn.execute(candidates)).all()
+    newcomers = {r.owner_id for r in rows if r.admit_time is None}
+    if user_limit > 0 and newcomers:
+        live = await _live_counts(conn, newcomers)
+        picked = []
+        for row in rows:
+            if row.admit_time is None:
+                if live.get(row.owner_id, 0) >= user_limit:
+                    continue
+                live[row.owner_id] = live.get(row.owner_id, 0) + 1
+            picked.append(row)
+        rows = picked
+    if not rows:
+        return []
     claimed = (
         await conn.execute(
             update(tables.jobs)
-            .where(j.session_id == row.session_id, runnable)
+            .where(j.session_id.in_([r.session_id for r in rows]), _runnable(now))
             .values(
                 state=JobState.LEASED,
                 lease_owner=owner,
                 lease_expire_time=now + lease_us,
                 attempts=j.attempts + 1,
             )
-            .returning(j.generation, j.attempts)
+            .returning(j.session_id, j.generation, j.attempts)
         )
-    ).first()
-    if claimed is None:
-        return None
-    return Lease(
-        session_id=row.session_id,
-        owner=owner,
-        generation=claimed.generation,
-        attempts=claimed.attempts,
+    ).all()
+    waiting = {r.session_id for r in rows if r.admit_time is None}
+    fresh = [c.session_id for c in claimed if c.session_id in waiting]
+    if fresh:
+        await conn.execute(
+            update(tables.sessions)
+            .where(s.id.in_(fresh), s.admit_time.is_(None))
+            .values(admit_time=now)
+        )
+    order = {r.session_id: i for i, r in enumerate(rows)}
+    return sorted(
+        (
+            Lease(
+                session_id=c.session_id, owner=owner, generation=c.generation, attempts=c.attempts
+            )
+            for c in claimed
+        ),
+        key=lambda lease: order[lease.session_id],
     )
 
 
-async def renew(conn: AsyncConnection, *, lease: Lease, lease_us: int) -> LeaseStatus:
-    """Extend the lease, and say whether the work should go on."""
+async def claim(conn: AsyncConnection, *, owner: str, lease_us: int) -> Lease | None:
+    """Take the oldest runnable job (see ``claim_many``)."""
+    leases = await claim_many(conn, owner=owner, lease_us=lease_us, limit=1)
+    return leases[0] if leases else None
+
+
+async def renew(
+    conn: AsyncConnection, *, leases: Collection[Lease], lease_us: int
+) -> dict[str, LeaseStatus]:
+    """Extend every lease of a runner in one statement, and say for each session whether
+    its work should go on: one write per renewal interval, however many sessions run."""
+    if not leases:
+        return {}
     j = tables.jobs.c
-    result = await conn.execute(
+    ids = [lease.session_id for lease in leases]
+    # A lease is (session, owner); owners differ per claim, and an owner is written only
+    # to the jobs it claimed, so matching both lists matches exactly the pairs.
+    held = await conn.execute(
         update(tables.jobs)
         .where(
-            j.session_id == lease.session_id,
-            j.lease_owner == lease.owner,
+            j.session_id.in_(ids),
+            j.lease_owner.in_({lease.owner for lease in leases}),
             j.state == JobState.LEASED,
         )
         .values(lease_expire_time=now_us() + lease_us)
+        .returning(j.session_id, j.lease_owner)
     )
-    state = (
-        await conn.execute(
-            select(tables.sessions.c.state).where(tables.sessions.c.id == lease.session_id)
-        )
-    ).scalar()
-    if state is None or State(state) not in RUNNABLE:
-        # Deleted, cancelled, paused or waiting for a person: whoever holds the job now,
-        # the work is not wanted.
-        return LeaseStatus.NOT_RUNNABLE
-    if result.rowcount != 1:
-        return LeaseStatus.LOST
-    return LeaseStatus.HELD
+    kept = {(r.session_id, r.lease_owner) for r in held}
+    s = tables.sessions.c
+    states = {r.id: r.state for r in await conn.execute(select(s.id, s.state).where(s.id.in_(ids)))}
+    found: dict[str, LeaseStatus] = {}
+    for lease in leases:
+        state = states.get(lease.session_id)
+        if state is None or State(state) not in RUNNABLE:
+            # Deleted, cancelled, paused or waiting for a person: whoever holds the job
+            # now, the work is not wanted.
+            found[lease.session_id] = LeaseStatus.NOT_RUNNABLE
+        elif (lease.session_id, lease.owner) not in kept:
+            found[lease.session_id] = LeaseStatus.LOST
+        else:
+            found[lease.session_id] = LeaseStatus.HELD
+    return found
 
 
 async def unwanted(conn: AsyncConnection, *, session_ids: Collection[str]) -> set[str]:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -88,6 +89,9 @@ sources = Table(
     Column("forge", String(16), nullable=False, server_default="git"),
 )
 
+# Sessions admitted by a runner that have not ended (see sessions.admit_time).
+LIVE_ADMITTED_SQL = "admit_time IS NOT NULL AND state NOT IN ('COMPLETED', 'FAILED')"
+
 sessions = Table(
     "sessions",
     metadata,
@@ -111,9 +115,34 @@ sessions = Table(
     Column("working_branch", String(255), nullable=True),
     # The state a PAUSED session returns to on resume (QUEUED, PLANNING or IN_PROGRESS).
     Column("paused_from", String(32), nullable=True),
+    # When a runner first took the session on (claimed its job); NULL while it waits in
+    # the queue. Admitted sessions that have not ended count against the owner's
+    # user_max_concurrent_sessions (store/jobs.py).
+    Column("admit_time", BigInteger, nullable=True),
     Index("ix_sessions_owner_list", "owner_id", "archived", "create_time", "id"),
     # Other processes' changes are found by update time (the SQLite change poll).
     Index("ix_sessions_update_time", "update_time"),
+    # Only the sessions that count against their owner's limit, so counting them reads a
+    # handful of entries, however many sessions the owner ever ran. The predicate is
+    # LIVE_ADMITTED_SQL verbatim: both databases use a partial index only for a query
+    # that states its condition.
+    Index(
+        "ix_sessions_live_admitted",
+        "owner_id",
+        postgresql_where=text(LIVE_ADMITTED_SQL),
+        sqlite_where=text(LIVE_ADMITTED_SQL),
+    ),
+)
+
+# Sessions each user created per UTC day (store/quotas.py): a count, not a query over
+# sessions, because a deleted session is gone from that table but still used the quota.
+user_session_days = Table(
+    "user_session_days",
+    metadata,
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # Days since 1970-01-01, UTC.
+    Column("day", Integer, primary_key=True),
+    Column("created", Integer, nullable=False),
 )
 
 activities = Table(

@@ -22,6 +22,7 @@ from openjules.engine.sandbox.process import (
     SandboxStatus,
     SandboxUnavailable,
 )
+from openjules.engine.sandbox.slots import SlottedSandbox, command_slots
 from openjules.engine.sandbox.uids import NoFreeUid, session_user
 from openjules.engine.sandbox.unsandboxed import UnsandboxedSandbox
 from openjules.settings import SandboxKind, Settings
@@ -37,6 +38,7 @@ __all__ = [
     "SandboxKind",
     "SandboxStatus",
     "SandboxUnavailable",
+    "SlottedSandbox",
     "UnsandboxedSandbox",
     "check_available",
     "describe_sandbox",
@@ -107,11 +109,14 @@ def sandbox_from_settings(settings: Settings) -> Sandbox:
 async def session_sandbox(settings: Settings) -> AsyncIterator[Sandbox]:
     """The configured sandbox for one session's run: on a root server its commands run as a
     uid held for this session alone until the body ends (waiting for one to come free;
-    ``NoFreeUid`` when none does). ``SandboxUnavailable`` says how to fix a missing piece."""
+    ``NoFreeUid`` when none does). Its commands take turns with every other session's of
+    this process (``settings.commands_at_once()``, see ``slots.py``).
+    ``SandboxUnavailable`` says how to fix a missing piece."""
     backend = _BACKENDS[settings.sandbox]
     backend.check_available()
+    slots = command_slots(settings.commands_at_once())
     async with session_user(settings) as user:
-        yield backend.from_settings(settings).with_user(user)
+        yield SlottedSandbox(inner=backend.from_settings(settings).with_user(user), slots=slots)
 
 
 async def describe_sandbox(settings: Settings) -> SandboxStatus:

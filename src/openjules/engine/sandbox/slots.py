@@ -1,0 +1,86 @@
+"""The per-process limit on sandbox commands running at once
+(``settings.max_concurrent_commands``).
+
+Commands are what costs CPU and memory; a session waiting on the model costs next to
+nothing. So the runner admits many sessions and their commands take turns here: a command
+waits for a slot before it starts, and its wall-clock timeout starts with the command, not
+with the wait. A session stopped while its command waits stops waiting (the wait is
+cancellable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from openjules.engine.sandbox.process import CommandResult, Limits
+from openjules.settings import SandboxKind
+
+if TYPE_CHECKING:
+    from openjules.engine.sandbox import Sandbox
+
+# One semaphore per event loop (one per process serving sessions; a test process runs
+# several servers, each on its own loop) and limit. Created on first use, not at import.
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def command_slots(limit: int) -> asyncio.Semaphore:
+    """The running loop's slots for commands, ``limit`` of them."""
+    per_loop = _SLOTS.setdefault(asyncio.get_running_loop(), {})
+    slots = per_loop.get(limit)
+    if slots is None:
+        slots = per_loop[limit] = asyncio.Semaphore(limit)
+    return slots
+
+
+@dataclass(frozen=True)
+class SlottedSandbox:
+    """``inner`` whose commands each hold one of ``slots`` while they run."""
+
+    inner: Sandbox
+    slots: asyncio.Semaphore
+
+    @property
+    def kind(self) -> SandboxKind:
+        return self.inner.kind
+
+    @property
+    def limits(self) -> Limits:
+        return self.inner.limits
+
+    async def run(
+        self,
+        command: str,
+        *,
+        workspace: Path,
+        network: bool = False,
+        read_only: bool = False,
+        ro_binds: Sequence[tuple[Path, str]] = (),
+        env: Mapping[str, str] | None = None,
+        limits: Limits | None = None,
+    ) -> CommandResult:
+        async with self.slots:
+            return await self.inner.run(
+                command,
+                workspace=workspace,
+                network=network,
+                read_only=read_only,
+                ro_binds=ro_binds,
+                env=env,
+                limits=limits,
+            )
+
+    def prepare_workspace(self, tree: Path) -> None:
+        self.inner.prepare_workspace(tree)
+
+    def workspace_used(self, tree: Path) -> int:
+        return self.inner.workspace_used(tree)
+
+    def workspace_room(self, tree: Path) -> int:
+        return self.inner.workspace_room(tree)
