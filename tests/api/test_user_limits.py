@@ -18,6 +18,7 @@ import pytest
 from openjules.settings import Settings
 from openjules.testing import LiveServer, provision_user
 from tests.support import api_client, ok_json
+from tests.web.http_support import sign_in
 
 LIMIT = 3
 RESET = re.compile(
@@ -86,3 +87,23 @@ def test_creates_racing_at_the_limit_do_not_both_pass(limited: LiveServer) -> No
     for answer in answers:
         if answer.status_code == 429:
             _assert_exhausted(answer)
+
+
+def test_the_web_apps_new_session_form_counts_against_the_same_quota(
+    limited: LiveServer,
+) -> None:
+    key = provision_user(limited.settings, name=f"w-{secrets.token_hex(4)}")
+    with api_client(limited.api, key) as api:
+        for i in range(LIMIT - 1):
+            ok_json(_create(api, f"Task {i}"))
+        browser, token = sign_in(limited, key)
+        try:
+            typed = {"csrf_token": token, "prompt": "One more from the page"}
+            assert browser.post("/new", data=typed).status_code == 303  # the last one left
+            refused = browser.post("/new", data={**typed, "prompt": "And <another>"})
+        finally:
+            browser.close()
+        assert refused.status_code == 429
+        assert f"Daily session limit of {LIMIT} reached; it resets at" in refused.text
+        assert "And &lt;another&gt;</textarea>" in refused.text  # what was typed is kept
+        _assert_exhausted(_create(api))  # the page's create was counted for the API too

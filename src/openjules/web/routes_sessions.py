@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from openjules._errors import InvalidArgument
+from openjules._errors import InvalidArgument, ResourceExhausted
 from openjules._types import (
     AutomationMode,
     CreateSessionRequest,
@@ -18,7 +18,7 @@ from openjules._types import (
     State,
 )
 from openjules.api.state import AppState
-from openjules.store import sessions, sources
+from openjules.store import quotas, sessions, sources
 from openjules.store.session_wire import render_session
 from openjules.store.sources import SourceRecord
 from openjules.web.auth import CheckedForm, SignedInUser, form_text
@@ -131,9 +131,14 @@ async def create_session(
     state = AppState.of(request)
     try:
         async with state.db.write() as conn:
+            # The same daily quota as the API's create: the page is one more client.
+            await quotas.count_session_create(
+                conn, owner_id=user.id, daily_limit=state.settings.user_daily_sessions
+            )
             session = await sessions.create(conn, owner_id=user.id, request=_create_request(form))
-    except InvalidArgument as exc:
+    except (InvalidArgument, ResourceExhausted) as exc:
         values = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
-        return _new_form(request, records, values=values, error=exc.message, status=400)
+        status = 429 if isinstance(exc, ResourceExhausted) else 400
+        return _new_form(request, records, values=values, error=exc.message, status=status)
     await state.wake(session.id)
     return see_other(f"/session/{session.id}")
