@@ -70,7 +70,8 @@ async def test_mirrors_do_not_wait_for_each_other() -> None:
     blocked = asyncio.create_task(syncs.sync(MIRROR, slow))
     await _until(lambda: slow.started == 1)
     await syncs.sync(MIRROR.with_name("other.git"), quick)
-    assert quick.finished == 1 and not blocked.done()
+    assert quick.finished == 1
+    assert not blocked.done()
     slow.gate.set()
     await blocked
 
