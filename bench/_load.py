@@ -1,5 +1,6 @@
-"""Closed-loop HTTP/1.1 load: ``concurrency`` keep-alive connections, each sending GETs back
-to back for a warm-up and then a measured window, bounded by time and by request count.
+"""Closed-loop HTTP/1.1 load: ``concurrency`` keep-alive connections, each sending requests
+(GET, or POST with a pre-encoded body) back to back for a warm-up and then a measured
+window, bounded by time and by request count.
 
 The default client is a minimal asyncio one (a request is one pre-encoded write; a response
 is its header block plus ``Content-Length`` bytes) so the load process stays cheap next to
@@ -30,6 +31,9 @@ class Target:
     port: int
     path: str
     headers: dict[str, str]
+    method: str = "GET"
+    # Sent with every request (POST): encoded once, with its Content-Length.
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -38,28 +42,46 @@ class LoadResult:
     errors: int
     seconds: float  # length of the measured window
     first_error: str
+    # CPU time this (load) process used during the whole run, warm-up included, and the
+    # run's wall time: how much of the machine the client took from the server.
+    client_cpu_seconds: float = 0.0
+    wall_seconds: float = 0.0
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def client_cores(self) -> float:
+        """CPU cores the load client kept busy on average (1.0: one whole core)."""
+        return self.client_cpu_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
 
 class _Connection(Protocol):
     async def get(self) -> tuple[int, int]:
-        """Send one GET; return (status, body length)."""
+        """Send one request; return (status, body length)."""
         ...
 
     async def close(self) -> None: ...
+
+    @property
+    def error_body(self) -> str:
+        """The start of the first response body that was not 200 ("" if none)."""
+        ...
 
 
 class _RawConnection:
     def __init__(self, target: Target) -> None:
         self.target = target
-        lines = [f"GET {target.path} HTTP/1.1", f"Host: {target.host}:{target.port}"]
+        lines = [f"{target.method} {target.path} HTTP/1.1", f"Host: {target.host}:{target.port}"]
         lines += [f"{k}: {v}" for k, v in target.headers.items()]
-        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if target.body or target.method != "GET":
+            lines += ["Content-Type: application/json", f"Content-Length: {len(target.body)}"]
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.request = head + target.body
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.error_body = ""  # of the first response that was not 200
 
     async def get(self) -> tuple[int, int]:
         if self.writer is None or self.reader is None:
@@ -76,7 +98,9 @@ class _RawConnection:
             raise LoadError(f"response without Content-Length: {head[:200]!r}")
         start += len(b"\r\ncontent-length:")
         length = int(lower[start : lower.index(b"\r\n", start)])
-        await reader.readexactly(length)
+        body = await reader.readexactly(length)
+        if status != 200 and not self.error_body:
+            self.error_body = body[:300].decode("utf-8", "replace")
         if b"\r\nconnection: close" in lower:
             await self.close()
         return status, length
@@ -93,10 +117,19 @@ class _HttpxConnection:
     def __init__(self, client: httpx.AsyncClient, target: Target) -> None:
         self.client = client
         self.url = f"http://{target.host}:{target.port}{target.path}"
-        self.headers = target.headers
+        self.method = target.method
+        self.body = target.body
+        self.error_body = ""
+        self.headers = dict(target.headers)
+        if target.body:
+            self.headers["Content-Type"] = "application/json"
 
     async def get(self) -> tuple[int, int]:
-        response = await self.client.get(self.url, headers=self.headers)
+        response = await self.client.request(
+            self.method, self.url, headers=self.headers, content=self.body or None
+        )
+        if response.status_code != 200 and not self.error_body:
+            self.error_body = response.text[:300]
         return response.status_code, len(response.content)
 
     async def close(self) -> None:
@@ -140,10 +173,10 @@ async def run_load(
                         counted += 1
                     else:
                         errors += 1
-                        first_error = first_error or f"HTTP {status}"
+                        first_error = first_error or f"HTTP {status} {conn.error_body}"
                 elif status != 200:  # warm-up errors count too: the run is invalid
                     errors += 1
-                    first_error = first_error or f"HTTP {status} (warm-up)"
+                    first_error = first_error or f"HTTP {status} (warm-up) {conn.error_body}"
         finally:
             await conn.close()
 
@@ -157,6 +190,7 @@ async def run_load(
             for _ in range(concurrency)
         ]
         began = time.perf_counter()
+        cpu_began = time.process_time()
         # A hung server must not hang the benchmark: bound the whole run.
         try:
             async with asyncio.timeout(warmup + seconds + 30.0), asyncio.TaskGroup() as group:
@@ -165,9 +199,17 @@ async def run_load(
         except TimeoutError:
             raise LoadError(f"no end after {warmup + seconds + 30.0:g} s: server hung?") from None
         elapsed = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
     finally:
         if http is not None:
             await http.aclose()
     # Stopped early by max_requests: count only the part of the window that ran.
     window = min(seconds, max(elapsed - warmup, 1e-9))
-    return LoadResult(requests=counted, errors=errors, seconds=window, first_error=first_error)
+    return LoadResult(
+        requests=counted,
+        errors=errors,
+        seconds=window,
+        first_error=first_error,
+        client_cpu_seconds=cpu,
+        wall_seconds=elapsed,
+    )

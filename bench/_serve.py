@@ -2,11 +2,17 @@
 
 Both apps are served identically (one worker, loopback, a port chosen by the kernel,
 ``log_level=warning``, access log off), so the only difference is the application itself.
-The chosen port is written as the first line on stdout. The process exits on SIGTERM,
-SIGINT, or when its stdin reaches EOF (the parent died without cleaning up).
+The chosen port is written as the first line on stdout; openjules then writes
+``listening`` once every one of its processes accepts connections. The process exits on
+SIGTERM, SIGINT, or when its stdin reaches EOF (the parent died without cleaning up).
+
+openjules runs no session (``max_concurrent_sessions=0``: creates stay QUEUED), and with
+``--http-workers N`` (N > 1) is served by N processes exactly as ``openjules serve
+--http-workers N`` serves it (``openjules.http_workers``).
 
     python bench/_serve.py bare
     python bench/_serve.py openjules --database-url URL --data-dir DIR --public-base-url URL
+        [--http-workers N]
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ def serve_openjules(args: argparse.Namespace, sock: socket.socket) -> None:
     """What `openjules serve` runs (migrations, the engine and its workers, the API)."""
     import asyncio
 
+    from openjules.http_workers import serve_in_processes
     from openjules.server import serve
     from openjules.settings import Settings
 
@@ -49,8 +56,24 @@ def serve_openjules(args: argparse.Namespace, sock: socket.socket) -> None:
         data_dir=args.data_dir,
         database_url=args.database_url,
         public_base_url=args.public_base_url,
+        # The benchmark measures the API: creates queue, no agent runs.
+        max_concurrent_sessions=0,
+        http_workers=args.http_workers,
     )
-    asyncio.run(serve(settings, sock=sock, log_level="warning"))
+
+    def listening() -> None:
+        print("listening", flush=True)
+
+    if args.http_workers > 1:
+        serve_in_processes(
+            settings,
+            sock=sock,
+            processes=args.http_workers,
+            on_serving=listening,
+            log_level="warning",
+        )
+        return
+    asyncio.run(serve(settings, sock=sock, on_listening=listening, log_level="warning"))
 
 
 STDIN_FD = 0
@@ -73,6 +96,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="")
     parser.add_argument("--data-dir", type=Path, default=Path("."))
     parser.add_argument("--public-base-url", default="http://bench.invalid")
+    parser.add_argument("--http-workers", type=int, default=1)
     args = parser.parse_args()
 
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP;

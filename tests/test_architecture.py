@@ -18,6 +18,7 @@ _SERVER_SIDE = (
     "openjules.web",
     "openjules.cli",
     "openjules.server",
+    "openjules.http_workers",
     "openjules.testing",
     "openjules.settings",
 )
@@ -51,6 +52,7 @@ FORBIDDEN = {
         "openjules.engine",
     ),
     "openjules.server": ("openjules.cli", "openjules.testing"),
+    "openjules.http_workers": ("openjules.cli", "openjules.testing"),
     "openjules.testing": ("openjules.cli",),
     "openjules._timestamps": (
         "openjules.store",

@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from enum import StrEnum
 
 import uvicorn
 from fastapi import FastAPI
@@ -37,6 +38,18 @@ from openjules.timing import ObserverFactory
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 LISTEN_BACKLOG = 2048
+
+
+class ProcessRole(StrEnum):
+    """What a server process runs besides the API. ``openjules serve --http-workers N``
+    starts N processes on one port, and only one of them may run sessions and send webhook
+    events (one runner and one sender per server: the others would only compete for the
+    same jobs and deliveries, and each would hold sandboxes and model calls of its own)."""
+
+    # The API, the agent runner (its admission limit from settings) and the webhook sender.
+    ALL = "all"
+    # The API alone: its runner takes submit/cancel for the work the other process runs.
+    API = "api"
 
 
 class PortInUse(OSError):
@@ -127,11 +140,23 @@ class Uvicorn(uvicorn.Server):
 
 @asynccontextmanager
 async def composed_app(
-    settings: Settings, *, observe: ObserverFactory | None = None
+    settings: Settings,
+    *,
+    observe: ObserverFactory | None = None,
+    role: ProcessRole = ProcessRole.ALL,
+    migrate: bool = True,
 ) -> AsyncIterator[FastAPI]:
-    """The app, with the engine running behind it until the context ends."""
-    await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
-    async with EngineService(settings=settings, observe=observe) as engine:
+    """The app, with the engine running behind it until the context ends. ``migrate``:
+    bring the schema to head first (False where a supervising process already did)."""
+    if migrate:
+        await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
+    only_api = role is ProcessRole.API
+    async with EngineService(
+        settings=settings,
+        observe=observe,
+        workers=0 if only_api else None,
+        deliver_webhooks=not only_api,
+    ) as engine:
         # One database (and its connection pools) for the API and the engine.
         app = create_app(settings, runner=engine.runner, database=engine.db)
         web.install(app)
@@ -144,8 +169,10 @@ async def serve(
     sock: socket.socket,
     on_listening: Callable[[], None] | None = None,
     log_level: str = "info",
+    role: ProcessRole = ProcessRole.ALL,
+    migrate: bool = True,
 ) -> None:
     """Serve on ``sock`` until SIGINT or SIGTERM."""
-    async with composed_app(settings) as app:
+    async with composed_app(settings, role=role, migrate=migrate) as app:
         config = uvicorn_config(app, settings=settings, log_level=log_level)
         await Uvicorn(config, on_listening=on_listening).serve(sockets=[sock])

@@ -29,7 +29,8 @@ def _local(*, settings: Settings, db: Database, worker: SessionWorker, workers: 
     return LocalRunner(
         db=db,
         work=worker.run_session,
-        workers=workers,
+        max_sessions=workers,
+        user_max_sessions=settings.user_max_concurrent_sessions,
         lease_seconds=settings.lease_seconds,
         give_up=worker.give_up,
     )
@@ -40,8 +41,9 @@ RUNNERS: dict[RunnerKind, RunnerFactory] = {RunnerKind.LOCAL: _local}
 
 
 class EngineService:
-    """Runs sessions while entered (``async with``); ``workers=0`` runs none, but the
-    runner still takes ``submit``/``cancel`` for work running in other processes."""
+    """Runs sessions while entered (``async with``): at most ``workers`` at once (by
+    default ``settings.sessions_at_once()``); ``workers=0`` runs none, but the runner
+    still takes ``submit``/``cancel`` for work running in other processes."""
 
     def __init__(
         self,
@@ -49,8 +51,12 @@ class EngineService:
         settings: Settings,
         workers: int | None = None,
         observe: ObserverFactory | None = None,
+        deliver_webhooks: bool = True,
     ) -> None:
         self.settings = settings
+        # False where another process of the same server sends them (`serve
+        # --http-workers`): one sender per server, not one per HTTP process.
+        self.deliver_webhooks = deliver_webhooks
         self.workers = settings.sessions_at_once() if workers is None else workers
         self.db = Database.from_settings(settings)
         self.worker = SessionWorker(settings=settings, db=self.db, observe=observe)
@@ -69,7 +75,8 @@ class EngineService:
             # Changes made anywhere reach this process (cancel, pause, webhook events).
             await self.db.changes.start()
             await self.runner.start()
-            await self.webhooks.start()
+            if self.deliver_webhooks:
+                await self.webhooks.start()
         except BaseException:
             self._held.close()
             raise
@@ -78,6 +85,7 @@ class EngineService:
         try:
             await self.webhooks.stop()
             await self.runner.stop()
+            await self.worker.close()
         finally:
             try:
                 await self.db.dispose()
