@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from openjules.settings import ModelProvider, Settings
 
@@ -178,10 +179,14 @@ class Model:
         self, *, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> ModelTurn:
         try:
-            response = await self._client.chat.completions.create(
-                model=self.config.model,
-                messages=messages,  # type: ignore[arg-type]
-                tools=tools,  # type: ignore[arg-type]
+            # The SDK's documented request to any path, not ``chat.completions.create``:
+            # that walks the whole transcript through its type-driven transform on every
+            # turn (the costliest part of a turn for openjules), to change nothing in
+            # messages that are plain JSON already. Retries, timeouts and errors are the same.
+            response = await self._client.post(
+                "/chat/completions",
+                body={"model": self.config.model, "messages": messages, "tools": tools},
+                cast_to=ChatCompletion,
             )
         except openai.APITimeoutError as exc:
             raise ModelError(

@@ -39,6 +39,9 @@ LEASE_MARGIN_S = 5.0
 MAX_IDLE_S = 1.0
 # The shortest sleep, so an event that is due but cannot be claimed yet does not spin.
 MIN_IDLE_S = 0.02
+# After a wake-up, the loop looks at most this often: with a hundred sessions running, a
+# look per change would be most of the event loop's work, for no event to deliver.
+WAKE_COALESCE_S = 0.05
 # Settled events and old attempts are pruned this often.
 PRUNE_INTERVAL_S = 600.0
 # The longest pause after a failure to reach the database (0.5 s, 1 s, 2 s, … this).
@@ -124,8 +127,12 @@ class WebhookSender:
                     log.warning("webhook deliveries wait: %s", exc)
                 idle = min(0.5 * 2 ** (failures - 1), MAX_BACKOFF_S)
             if idle > 0:
+                looked = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), idle)
+                    # Woken by a change: changes come in bursts (each step of each running
+                    # session is one), so look once per burst, not once per change.
+                    await asyncio.sleep(WAKE_COALESCE_S - (time.monotonic() - looked))
 
     async def _claim_and_start(self) -> float:
         """Start delivering what is due; returns how long to sleep (0: look again now)."""
