@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from openjules import __version__
 from openjules._errors import InvalidArgument
@@ -28,6 +29,7 @@ from openjules.api import (
 )
 from openjules.api.body_limit import BodyLimit
 from openjules.api.discovery import discovery_document
+from openjules.api.hot_path import HotPath
 from openjules.api.json_bodies import JSONBodies
 from openjules.api.state import AppState, KeyCache
 from openjules.engine.runner import Runner
@@ -47,6 +49,22 @@ def end_streams(app: object) -> None:
     state = getattr(getattr(app, "state", None), "openjules", None)
     if isinstance(state, AppState):
         state.streams.end_streams()
+
+
+class App(FastAPI):
+    """FastAPI, with the most frequent requests answered first by ``api.hot_path``
+    (while the app runs)."""
+
+    hot_path: HotPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self.hot_path
+        if hot is not None and scope["type"] == "http":
+            rest = await hot.serve(scope, receive, send)
+            if rest is None:
+                return
+            receive = rest
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -70,14 +88,16 @@ def create_app(
         # Live streams hear of every change, whichever process made it.
         await db.changes.start()
         app.state.openjules.streams.start()
+        hot_app.hot_path = HotPath(app.state.openjules)
         try:
             yield
         finally:
+            hot_app.hot_path = None
             await app.state.openjules.streams.stop()
             if database is None:
                 await db.dispose()
 
-    app = FastAPI(
+    app = hot_app = App(
         title="openjules",
         version=__version__,
         summary="A self-hostable server for the Jules REST API (v1alpha).",

@@ -20,9 +20,13 @@ INVALID = "API key not valid. Please pass a valid API key."
 
 async def current_user(request: Request) -> User:
     secret = request.headers.get("x-goog-api-key") or request.query_params.get("key")
+    return await authenticate(AppState.of(request), secret)
+
+
+async def authenticate(state: AppState, secret: str | None) -> User:
+    """The user of API key ``secret`` (counted against its rate limit), or 401."""
     if not secret:
         raise Unauthenticated(MISSING)
-    state = AppState.of(request)
     user = state.key_cache.get(secret)
     if user is None:
         async with state.db.read() as conn:

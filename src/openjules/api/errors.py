@@ -227,12 +227,12 @@ class ErrorBoundary:
         except Exception as exc:
             if started:
                 raise
-            error = _error_for(scope, exc)
+            error = error_for(scope, exc)
             response = envelope_response(error, headers=retry_headers(error))
             await response(scope, receive, send)
 
 
-def _error_for(scope: Scope, exc: Exception) -> APIError:
+def error_for(scope: Scope, exc: Exception) -> APIError:
     where = f"{scope.get('method')} {scope.get('path')}"
     if outage := as_unavailable(exc):
         log.warning("database unavailable on %s: %s", where, exc)

@@ -11,7 +11,7 @@ PostgreSQL, as 400 INVALID_ARGUMENT naming the field. The routers run
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import Request
@@ -109,13 +109,8 @@ async def checked_request(request: Request) -> None:
     """A router dependency: every text the request brings can be stored and is within
     its limit. Runs after the body is parsed and before it is validated."""
     settings = AppState.of(request).settings
-    for value in request.path_params.values():
-        if isinstance(value, str):
-            check_text(value, field="name", max_chars=MAX_NAME_CHARS)
-    query = query_limits(settings)
-    for name, value in request.query_params.multi_items():
-        field = QUERY_FIELDS.get(name, name)
-        check_text(value, field=field, max_chars=query.get(field))
+    path_params = [v for v in request.path_params.values() if isinstance(v, str)]
+    check_params(path_params, request.query_params.multi_items(), settings=settings)
     route = request.scope.get("route")
     if getattr(route, "body_field", None) is None or not await request.body():
         return
@@ -125,6 +120,18 @@ async def checked_request(request: Request) -> None:
         return  # not JSON: FastAPI reports it
     prefix = BODY_FIELD_BY_ROUTE.get(getattr(route, "name", ""), "")
     check_body(body, prefix=prefix, limits=body_limits(settings))
+
+
+def check_params(
+    path_params: Iterable[str], query: Iterable[tuple[str, str]], *, settings: Settings
+) -> None:
+    """The path and query parameters of a request (what ``checked_request`` checks first)."""
+    for value in path_params:
+        check_text(value, field="name", max_chars=MAX_NAME_CHARS)
+    limits = query_limits(settings)
+    for name, value in query:
+        field = QUERY_FIELDS.get(name, name)
+        check_text(value, field=field, max_chars=limits.get(field))
 
 
 def _join(path: str, key: str) -> str:

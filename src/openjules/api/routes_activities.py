@@ -55,23 +55,44 @@ async def list_activities(
 ) -> Response:
     """With ``alt=sse``: the same activities, then each new one as it commits, as
     Server-Sent Events (``api.streams``; ``Last-Event-ID`` resumes after an activity)."""
+    pagination.page_size(query.page_size, default=pagination.ACTIVITIES_DEFAULT)
+    pagination.nanos_token(query.page_token)
+    flt = _with_create_time_param(parse_filter(query.filter, ACTIVITY_FIELDS), create_time)
+    if sse.wants_stream(alt):
+        return await streams.activity_stream(request, user=user, session_id=session_id, flt=flt)
+    page = await activities_page(
+        AppState.of(request), user=user, session_id=session_id, query=query, create_time=create_time
+    )
+    return responses.JSONBytes(page)
+
+
+async def activities_page(
+    state: AppState,
+    *,
+    user: User,
+    session_id: str,
+    query: pagination.ListQuery,
+    create_time: str | None,
+) -> bytes:
+    """A page of a session's activities, as ``sessions.activities.list`` answers it (also
+    ``api.hot_path``)."""
     size = pagination.page_size(query.page_size, default=pagination.ACTIVITIES_DEFAULT)
     after = pagination.nanos_token(query.page_token)
     flt = _with_create_time_param(parse_filter(query.filter, ACTIVITY_FIELDS), create_time)
-    if sse.wants_stream(alt):
-        return await streams.activity_stream(
-            request, user=user, session_id=session_id, flt=flt
-        )
-    async with AppState.of(request).db.read() as conn:
-        await sessions.ensure_owned(conn, owner_id=user.id, session_id=session_id)
-        records, token = await activities.list_page(
-            conn, session_id=session_id, flt=flt, page_size=size, after_ns=after
-        )
-    rendered = [r.render() for r in records]
-    keep = pagination.fitting([len(item) for item in rendered])
-    if keep < len(records):
-        token = activities.page_token_at(records[keep].create_time)
-    return responses.list_body(key="activities", items=rendered[:keep], next_page_token=token)
+    sessions.check_session_id(session_id)
+    page = await activities.owned_page(
+        state.db.reads,
+        owner_id=user.id,
+        session_id=session_id,
+        flt=flt,
+        page_size=size,
+        after_ns=after,
+    )
+    token = page.next_token
+    keep = pagination.fitting([len(item) for item in page.items])
+    if keep < len(page.items):
+        token = activities.page_token_at(page.times[keep])
+    return responses.list_json(key="activities", items=page.items[:keep], next_page_token=token)
 
 
 @router.get(

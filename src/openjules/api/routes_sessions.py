@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request
+from pydantic_core import to_json
 from starlette.responses import Response
 
 from openjules._errors import NotFound
@@ -22,7 +23,7 @@ from openjules.api.auth import current_user
 from openjules.api.filters import SESSION_FIELDS, parse_filter
 from openjules.api.limits import checked_request
 from openjules.api.state import AppState
-from openjules.store import session_actions, sessions
+from openjules.store import quotas, session_actions, session_wire, sessions
 from openjules.store.session_actions import Action
 from openjules.store.session_wire import render_session
 from openjules.store.users import User
@@ -38,15 +39,24 @@ async def create_session(
     user: CurrentUser,
     body: Annotated[CreateSessionRequest | None, Body()] = None,
 ) -> Response:
-    state = AppState.of(request)
+    return responses.JSONBytes(await new_session_json(AppState.of(request), user=user, body=body))
+
+
+async def new_session_json(
+    state: AppState, *, user: User, body: CreateSessionRequest | None
+) -> bytes:
+    """Create ``user``'s session, as ``sessions.create`` answers it (also ``api.hot_path``)."""
     async with state.db.write() as conn:
+        await quotas.count_session_create(
+            conn, owner_id=user.id, daily_limit=state.settings.user_daily_sessions
+        )
         session = await sessions.create(
             conn,
             owner_id=user.id,
             request=body or CreateSessionRequest(),
         )
     await state.wake(session.id)
-    return responses.wire(render_session(session, base_url=state.public_base_url))
+    return session_wire.session_json(session, base_url=state.public_base_url)
 
 
 @router.get(
@@ -60,24 +70,30 @@ async def list_sessions(
 ) -> Response:
     """With ``alt=sse``: a stream of the caller's sessions as they are created or change
     (archived ones included unless ``filter`` says otherwise; see ``api.streams``)."""
-    state = AppState.of(request)
-    size = pagination.page_size(query.page_size, default=pagination.SESSIONS_DEFAULT)
+    pagination.page_size(query.page_size, default=pagination.SESSIONS_DEFAULT)
     flt = parse_filter(query.filter, SESSION_FIELDS)
     if sse.wants_stream(alt):
         return await streams.sessions_stream(request, user=user, flt=flt)
-    async with state.db.read() as conn:
-        page, next_token = await sessions.list_page(
-            conn,
-            owner_id=user.id,
-            flt=flt,
-            page_size=size,
-            page_token=query.page_token,
-        )
-    rendered = [render_session(r, base_url=state.public_base_url).to_json() for r in page]
+    return responses.JSONBytes(await sessions_page(AppState.of(request), user=user, query=query))
+
+
+async def sessions_page(state: AppState, *, user: User, query: pagination.ListQuery) -> bytes:
+    """A page of ``user``'s sessions, as ``sessions.list`` answers it (also ``api.hot_path``)."""
+    size = pagination.page_size(query.page_size, default=pagination.SESSIONS_DEFAULT)
+    flt = parse_filter(query.filter, SESSION_FIELDS)
+    rows, next_token = await sessions.list_rows(
+        state.db.reads, owner_id=user.id, flt=flt, page_size=size, page_token=query.page_token
+    )
+    base_url = state.public_base_url
+    items = [session_wire.row_body(row, base_url=base_url) for row in rows]
+    body = responses.list_objects(key="sessions", items=items, next_page_token=next_token)
+    if len(body) <= pagination.MAX_PAGE_BYTES:
+        return body  # then every item fits in the page's byte budget
+    rendered = [to_json(item) for item in items]
     keep = pagination.fitting([len(item) for item in rendered])
-    if keep < len(page):
-        next_token = sessions.encode_cursor(page[keep].create_time, page[keep].id)
-    return responses.list_body(
+    if keep < len(rows):
+        next_token = sessions.row_cursor(rows[keep])
+    return responses.list_json(
         key="sessions",
         items=[item.decode() for item in rendered[:keep]],
         next_page_token=next_token,
@@ -94,9 +110,13 @@ async def get_session(
     if sse.wants_stream(alt):
         return await streams.session_stream(request, user=user, session_id=session_id)
     state = AppState.of(request)
-    async with state.db.read() as conn:
-        session = await sessions.get(conn, owner_id=user.id, session_id=session_id)
-    return responses.wire(render_session(session, base_url=state.public_base_url))
+    return responses.JSONBytes(await session_json(state, user=user, session_id=session_id))
+
+
+async def session_json(state: AppState, *, user: User, session_id: str) -> bytes:
+    """``user``'s session, as ``sessions.get`` answers it (also ``api.hot_path``)."""
+    session = await sessions.read(state.db.reads, owner_id=user.id, session_id=session_id)
+    return session_wire.session_json(session, base_url=state.public_base_url)
 
 
 @router.delete(

@@ -43,9 +43,7 @@ MAX_EVENT_ID_DIGITS = 20
 # schema and the event-stream media type of their answers).
 AltParam = Annotated[
     str | None,
-    Query(
-        description="`sse` streams the answer as Server-Sent Events; `json` (default) does not."
-    ),
+    Query(description="`sse` streams the answer as Server-Sent Events; `json` (default) does not."),
 ]
 
 

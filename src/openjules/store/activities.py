@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import and_, false, select, true
+from sqlalchemy import CompoundSelect, Select, bindparam, false, null, select, true, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import NotFound
 from openjules._types import ActivityKind, Artifact, Originator, activity_kind_key
 from openjules.store import tables
-from openjules.store.clock import format_timestamp, new_hex_id
+from openjules.store.clock import new_hex_id
+from openjules.store.direct import DirectReads
 from openjules.store.query import Condition, Filter, Op, filter_clause
+from openjules.store.session_wire import wire_timestamp
 
 # The official SDK keeps a millisecond high-water mark: two activities in one millisecond
 # make it yield the first again on every poll.
@@ -57,11 +60,15 @@ class ActivityRecord:
     body: str
 
     def render(self) -> str:
-        """The activity's wire JSON. Ids are digits and hex, so nothing here needs escaping."""
-        return (
-            f'{{"name":"sessions/{self.session_id}/activities/{self.id}","id":"{self.id}",'
-            f'"createTime":"{format_timestamp(self.create_time)}",{self.body[1:]}'
-        )
+        return render(self.session_id, self.id, self.create_time, self.body)
+
+
+def render(session_id: str, activity_id: str, create_time: int, body: str) -> str:
+    """An activity's wire JSON. Ids are digits and hex, so nothing here needs escaping."""
+    return (
+        f'{{"name":"sessions/{session_id}/activities/{activity_id}","id":"{activity_id}",'
+        f'"createTime":"{wire_timestamp(create_time)}",{body[1:]}'
+    )
 
 
 async def append(
@@ -123,6 +130,38 @@ def _time_condition(cond: Condition) -> ColumnElement[bool]:
 ACTIVITY_FILTER_COLUMNS = {"create_time": _time_condition}
 
 
+def _list_statement(flt: Filter) -> Select[Any]:
+    """Oldest first from ``after_us`` (a bindparam, like ``session_id`` and ``limit``)."""
+    return (
+        select(*ACTIVITY_COLUMNS)
+        .where(
+            tables.activities.c.session_id == bindparam("session_id"),
+            tables.activities.c.create_time >= bindparam("after_us"),
+            filter_clause(flt, ACTIVITY_FILTER_COLUMNS),
+        )
+        .order_by(tables.activities.c.create_time)
+        .limit(bindparam("limit"))
+    )
+
+
+def _list_params(*, session_id: str, page_size: int, after_ns: int | None) -> dict[str, Any]:
+    # The token's nanoseconds rounded up to the microsecond column: the page starts at the
+    # first activity at or after it (create_time >= 0 when there is no token).
+    after_us = 0 if after_ns is None else -(-after_ns // 1000)
+    return {"session_id": session_id, "after_us": after_us, "limit": page_size + 1}
+
+
+def _paged(rows: list[Any], *, session_id: str, page_size: int) -> tuple[list[ActivityRecord], str]:
+    records = [
+        ActivityRecord(
+            session_id=session_id, id=r["id"], create_time=r["create_time"], body=r["body"]
+        )
+        for r in rows[:page_size]
+    ]
+    token = page_token_at(rows[page_size]["create_time"]) if len(rows) > page_size else ""
+    return records, token
+
+
 async def list_page(
     conn: AsyncConnection,
     *,
@@ -136,26 +175,69 @@ async def list_page(
     That is the format the official SDK parses (``pageTokenToDate``), and the keyset on
     ``(session_id, create_time)`` keeps page 50 as cheap as page 1.
     """
-    where = [
-        tables.activities.c.session_id == session_id,
-        filter_clause(flt, ACTIVITY_FILTER_COLUMNS),
-    ]
-    if after_ns is not None:
-        where.append(_time_condition(Condition("create_time", Op.GE, str(after_ns))))
-    rows = (
-        await conn.execute(
-            select(*ACTIVITY_COLUMNS)
-            .where(and_(*where))
-            .order_by(tables.activities.c.create_time)
-            .limit(page_size + 1)
+    params = _list_params(session_id=session_id, page_size=page_size, after_ns=after_ns)
+    rows = (await conn.execute(_list_statement(flt), params)).mappings().all()
+    return _paged(list(rows), session_id=session_id, page_size=page_size)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of activities as the API sends it: each item's wire JSON and createTime."""
+
+    items: list[str]
+    times: list[int]
+    next_token: str
+
+
+def _owned_list_statement(flt: Filter) -> CompoundSelect[Any]:
+    """``_list_statement`` of a session only if ``owner_id`` owns it, in one statement:
+    its activities, then a row of NULLs that says the session is there and ``owner_id``'s
+    (no rows at all: not found). The page is a subquery of its own, so both databases
+    read it in index order and stop at ``limit``; the owner check is evaluated once."""
+    a, s = tables.activities.c, tables.sessions.c
+    mine = (s.id == bindparam("session_id"), s.owner_id == bindparam("owner_id"))
+    page = (
+        select(*ACTIVITY_COLUMNS)
+        .where(
+            a.session_id == bindparam("session_id"),
+            a.create_time >= bindparam("after_us"),
+            filter_clause(flt, ACTIVITY_FILTER_COLUMNS),
+            select(s.id).where(*mine).exists(),
         )
-    ).all()
-    records = [
-        ActivityRecord(session_id=session_id, id=r.id, create_time=r.create_time, body=r.body)
-        for r in rows[:page_size]
-    ]
-    token = page_token_at(rows[page_size].create_time) if len(rows) > page_size else ""
-    return records, token
+        .order_by(a.create_time)
+        .limit(bindparam("limit"))
+        .subquery()
+    )
+    marker = select(null(), null(), null()).select_from(tables.sessions).where(*mine)
+    return union_all(select(page.c.id, page.c.create_time, page.c.body), marker)
+
+
+async def owned_page(
+    reads: DirectReads,
+    *,
+    owner_id: int,
+    session_id: str,
+    flt: Filter,
+    page_size: int,
+    after_ns: int | None,
+) -> Page:
+    """``list_page`` for the API's hot path (``store.direct``): NotFound unless ``owner_id``
+    owns the session, rendered, in one round trip."""
+    params = _list_params(session_id=session_id, page_size=page_size, after_ns=after_ns)
+    params["owner_id"] = owner_id
+    rows = await reads.tuples(
+        ("activities.owned_list", flt), lambda: _owned_list_statement(flt), params
+    )
+    if not rows:
+        raise NotFound()
+    # SQL leaves the order of a UNION's rows open: drop the marker, keep createTime order.
+    rows = sorted((r for r in rows if r[0] is not None), key=lambda r: r[1])
+    shown = rows[:page_size]
+    return Page(
+        items=[render(session_id, r[0], r[1], r[2]) for r in shown],
+        times=[r[1] for r in shown],
+        next_token=page_token_at(rows[page_size][1]) if len(rows) > page_size else "",
+    )
 
 
 def page_token_at(create_time: int) -> str:

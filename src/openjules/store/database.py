@@ -6,8 +6,8 @@ Two promises to the callers of ``read()`` and ``write()``:
   process has one: the API and the engine share it): they take turns on one fair,
   asynchronous lock (a queue in the event loop) before they open a
   transaction, so at most one connection of the process ever waits on SQLite's own lock.
-  SQLite's busy timeout is left as the backstop for writers in *other* processes (an
-  ``openjules worker`` beside the server, the CLI).
+  A writer of *another* process (an ``openjules worker`` or a second HTTP worker beside
+  the server, the CLI) is waited for asynchronously, up to the busy timeout.
 - A database that cannot be reached (a connection-class failure: refused, dropped,
   timed out, no pooled connection free) raises ``DatabaseUnavailable``, which the API
   answers with 503 UNAVAILABLE and Retry-After; anything else (an integrity or data
@@ -34,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from openjules._errors import Unavailable
 from openjules.store.changes import ORIGIN_KEY, ChangeFeed, take_announced
+from openjules.store.direct import DirectReads, PoolOptions, direct_reads
+from openjules.store.inline_sqlite import InlineConnection, is_busy
 from openjules.timing import Part, span
 
 if TYPE_CHECKING:
@@ -58,9 +60,19 @@ UNAVAILABLE_MESSAGE = "The database is unavailable. Try again later."
 # pooled connection that just died usually needs a moment, not a hammering.
 RECONNECT_PAUSE_S = 0.2
 
+# How long a write first waits for another process's SQLite lock before trying again
+# (doubling up to the second value): about what SQLite's own busy handler does.
+BUSY_FIRST_PAUSE_S = 0.001
+BUSY_MAX_PAUSE_S = 0.05
+
 # Enough pooled connections for the server's concurrency: an overflow connection is
 # closed on return, and reopening one (thread, file, pragmas) costs milliseconds.
 POOL_SIZE = 20
+
+# PostgreSQL connections of the API's direct reads (``store.direct``): reads that arrive
+# together share one round trip, so a few connections carry a busy server, and every
+# serving process holds its own (a server's max_connections is shared by all of them).
+DIRECT_READ_CONNECTIONS = 4
 
 # SQLite errors that say the file cannot be used right now, rather than that the
 # statement is wrong (e.g. "no such table", "Expression tree is too large": bugs, 500).
@@ -128,7 +140,10 @@ class Database:
     """Two engines on one database: autocommit reads and transactional writes.
 
     Reads run in autocommit mode, each statement on its own snapshot, with no
-    BEGIN/COMMIT/ROLLBACK round trips (through aiosqlite each costs a thread hand-off).
+    BEGIN/COMMIT/ROLLBACK round trips. On a SQLite file both engines' connections run
+    in the event loop's thread (``store.inline_sqlite``: no thread hand-off per call),
+    and the API's hottest reads bypass SQLAlchemy altogether (``reads``,
+    ``store.direct``).
     On SQLite that also keeps every read snapshot as short as one statement (results are
     fetched whole), so readers never hold the WAL back for long.
 
@@ -136,8 +151,8 @@ class Database:
     SQLite's write lock up front (``BEGIN IMMEDIATE``): two deferred transactions that
     both upgrade to writers would fail with SQLITE_BUSY instead of waiting. One Database
     serves a whole server process (the API and the engine share it); a second one in
-    the same process (the test kit's one-shot writes) meets it on SQLite's busy timeout,
-    as another process would.
+    the same process (the test kit's one-shot writes) meets it on SQLite's lock, as
+    another process would.
     """
 
     def __init__(
@@ -160,13 +175,42 @@ class Database:
             pool_timeout_seconds=pool_timeout_seconds,
             busy_timeout_seconds=busy_timeout_seconds,
         )
-        self.engine: AsyncEngine = _create_engine(url, options=options, autocommit=False)
-        self.read_engine: AsyncEngine = _create_engine(url, options=options, autocommit=True)
+        self._busy_timeout_seconds = busy_timeout_seconds
+        file = sqlite_path(url)
+        # Connections run in the loop's thread where a file is used (see
+        # store.inline_sqlite); an in-memory database keeps aiosqlite's one connection.
+        # (So does a URL with driver options: they are aiosqlite's to interpret.)
+        self._inline_writes = file is not None and not parsed.query
+        self.engine: AsyncEngine = _create_engine(
+            url,
+            options=options,
+            autocommit=False,
+            inline_file=file if self._inline_writes else None,
+        )
+        self.read_engine: AsyncEngine = _create_engine(
+            url,
+            options=options,
+            autocommit=True,
+            inline_file=file if self._inline_writes else None,
+        )
         # FIFO: a writer that waits is served before any writer that comes later.
         self._write_turn = asyncio.Lock()
         self._writer: asyncio.Task[Any] | None = None
-        file = sqlite_path(url)
         self._wal_path = Path(f"{file}-wal") if file else None
+        # The API's hot reads, straight through the driver (``store.direct``).
+        self.reads: DirectReads = direct_reads(
+            url,
+            engine=self.read_engine,
+            busy_timeout_seconds=busy_timeout_seconds,
+            pool=PoolOptions(
+                size=DIRECT_READ_CONNECTIONS,
+                connect_timeout_seconds=connect_timeout_seconds,
+                pool_timeout_seconds=pool_timeout_seconds,
+                reconnect_pause_seconds=RECONNECT_PAUSE_S,
+                connect_args=_postgres_connect_args(connect_timeout_seconds),
+            ),
+            translated=translated,
+        )
         # Who hears about changed sessions in this process (started by whoever needs it).
         self.changes = ChangeFeed(database=self, poll_seconds=change_poll_seconds)
         # Connections being returned to their pool (see ``_connected``).
@@ -185,7 +229,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        with span(Part.DATABASE), _translated():
+        with span(Part.DATABASE), translated():
             async with _connected(self.read_engine, self._closing) as conn:
                 yield conn
 
@@ -193,19 +237,47 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One transaction. The session changes it announced (``store.changes``) are
         published to this process's listeners once it has committed."""
-        with span(Part.DATABASE), _translated():
+        with span(Part.DATABASE), translated():
             if not self.is_sqlite:
                 async with _connected(self.engine, self._closing) as conn:
                     async with self._announcing(conn), conn.begin():
                         yield conn
                     self.changes.publish(take_announced(conn))
                 return
-            async with self._sqlite_turn(), _connected(self.engine, self._closing) as conn:
-                await conn.execution_options(sqlite_immediate=True)
-                async with self._announcing(conn), conn.begin():
+            async with self._sqlite_turn():
+                async with self._sqlite_transaction() as conn:
                     yield conn
-                self.changes.publish(take_announced(conn))
                 await self._bound_wal()
+
+    @asynccontextmanager
+    async def _sqlite_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``. The write connections run in the event
+        loop's thread (``store.inline_sqlite``) and never wait on SQLite's lock there: while
+        another process holds it, this waits asynchronously and tries again, up to the busy
+        timeout, then fails as SQLite's own busy timeout would ("database is locked")."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._busy_timeout_seconds
+        pause = BUSY_FIRST_PAUSE_S
+        while True:
+            async with _connected(self.engine, self._closing) as conn:
+                await conn.execution_options(sqlite_immediate=True)
+                try:
+                    transaction = await conn.begin()
+                except sa_exc.OperationalError as exc:
+                    if not self._inline_writes or not is_busy(exc) or loop.time() >= deadline:
+                        raise
+                else:
+                    try:
+                        async with self._announcing(conn):
+                            yield conn
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
+                    await transaction.commit()
+                    self.changes.publish(take_announced(conn))
+                    return
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, BUSY_MAX_PAUSE_S)
 
     @asynccontextmanager
     async def _announcing(self, conn: AsyncConnection) -> AsyncIterator[None]:
@@ -243,12 +315,14 @@ class Database:
             return
         if size <= SQLITE_WAL_LIMIT_BYTES:
             return
+        database = self._wal_path.with_name(self._wal_path.name.removesuffix("-wal"))
         try:
-            # On a connection with no statement open (the writer's still has its own).
-            async with self.read_engine.connect() as conn:
-                result = await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-                busy = result.scalar()
-        except sa_exc.DBAPIError as exc:
+            # In a thread, on a connection of its own: it waits for readers in flight,
+            # which the loop's thread (where the pooled connections run) must not do.
+            busy = await asyncio.to_thread(
+                _checkpoint, database, busy_timeout_seconds=self._busy_timeout_seconds
+            )
+        except sqlite3.Error as exc:
             log.warning("checkpointing the WAL (%d bytes) failed: %s", size, exc)
             return
         if busy:
@@ -263,12 +337,23 @@ class Database:
         await self.changes.stop()
         if self._closing:  # releases that outlived a cancelled caller end first
             await asyncio.wait(self._closing, timeout=CLOSE_WAIT_S)
+        await self.reads.close()
         await self.engine.dispose()
         await self.read_engine.dispose()
 
 
+def _checkpoint(database: Path, *, busy_timeout_seconds: float) -> bool:
+    """Checkpoint and truncate the WAL of ``database``; whether readers kept it from it."""
+    conn = sqlite3.connect(database, timeout=busy_timeout_seconds, isolation_level=None)
+    try:
+        row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        conn.close()
+    return bool(row and row[0])
+
+
 @contextmanager
-def _translated() -> Iterator[None]:
+def translated() -> Iterator[None]:
     """Connection-class failures become ``DatabaseUnavailable``; the rest propagate."""
     try:
         yield
@@ -329,7 +414,9 @@ class _EngineOptions:
     busy_timeout_seconds: float
 
 
-def _create_engine(url: str, *, options: _EngineOptions, autocommit: bool) -> AsyncEngine:
+def _create_engine(
+    url: str, *, options: _EngineOptions, autocommit: bool, inline_file: Path | None = None
+) -> AsyncEngine:
     kwargs: dict[str, Any] = {
         "echo": options.echo,
         "pool_size": POOL_SIZE,
@@ -341,12 +428,20 @@ def _create_engine(url: str, *, options: _EngineOptions, autocommit: bool) -> As
         kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
     if options.is_sqlite:
         ensure_sqlite_directory(url)
+        if inline_file is not None:
+            path = inline_file
+            kwargs["async_creator"] = lambda: InlineConnection.open(path)
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["connect_args"] = _postgres_connect_args(options.connect_timeout_seconds)
     engine = create_async_engine(url, **kwargs)
     if options.is_sqlite:
         busy_ms = max(1, round(options.busy_timeout_seconds * 1000))
+        if inline_file and not autocommit:
+            # Inline writers never wait in the loop's thread (Database waits instead).
+            # Readers keep the busy timeout: in WAL mode they wait only while SQLite
+            # recovers a WAL (after a crash), which is rare and short.
+            busy_ms = 0
         _configure_sqlite(engine, autocommit=autocommit, busy_timeout_ms=busy_ms)
     return engine
 

@@ -12,19 +12,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, or_, select, update
+from sqlalchemy import Row, Select, and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
 from openjules._types import AutomationMode, CreateSessionRequest, SessionOutput, State
-from openjules.store import changes, cursors, jobs, sources, tables, webhook_outbox
+from openjules.store import (
+    changes,
+    cursors,
+    jobs,
+    session_wire,
+    sources,
+    tables,
+    webhook_outbox,
+)
 from openjules.store.clock import new_session_id, now_us
+from openjules.store.direct import DirectReads
 from openjules.store.query import Condition, Filter, Op, filter_clause
 
 TITLE_MAX_CHARS = 80
 SESSION_ID = re.compile(r"^[0-9]{1,20}$")
 _S = tables.sessions.c
+# Built once: a statement built per call costs SQLAlchemy a cache key of every value.
+_INSERT = tables.sessions.insert()
 
 
 def derive_title(prompt: str) -> str:
@@ -159,7 +170,7 @@ async def create(
         "last_activity_time": 0,
         "working_branch": None,
     }
-    await conn.execute(tables.sessions.insert().values(**row))
+    await conn.execute(_INSERT, row)
     await jobs.enqueue(conn, session_id=session_id)
     record = SessionRecord.from_row(row)
     await changes.announce(conn, owner_id=owner_id, session_id=session_id)
@@ -167,14 +178,30 @@ async def create(
     return record
 
 
+def _get_statement() -> Select[Any]:
+    return select(tables.sessions).where(
+        _S.id == bindparam("session_id"), _S.owner_id == bindparam("owner_id")
+    )
+
+
+def _owned_statement() -> Select[Any]:
+    return select(_S.id).where(
+        _S.id == bindparam("session_id"), _S.owner_id == bindparam("owner_id")
+    )
+
+
 async def get(conn: AsyncConnection, *, owner_id: int, session_id: str) -> SessionRecord:
-    row = (
-        await conn.execute(
-            select(tables.sessions).where(
-                _S.id == check_session_id(session_id), _S.owner_id == owner_id
-            )
-        )
-    ).first()
+    params = {"session_id": check_session_id(session_id), "owner_id": owner_id}
+    row = (await conn.execute(_get_statement(), params)).first()
+    if row is None:
+        raise NotFound()
+    return SessionRecord.from_row(row)
+
+
+async def read(reads: DirectReads, *, owner_id: int, session_id: str) -> SessionRecord:
+    """``get`` on the API's hot path (``store.direct``)."""
+    params = {"session_id": check_session_id(session_id), "owner_id": owner_id}
+    row = await reads.first("sessions.get", _get_statement, params)
     if row is None:
         raise NotFound()
     return SessionRecord.from_row(row)
@@ -187,12 +214,8 @@ async def find(conn: AsyncConnection, *, session_id: str) -> SessionRecord | Non
 
 
 async def ensure_owned(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
-    found = (
-        await conn.execute(
-            select(_S.id).where(_S.id == check_session_id(session_id), _S.owner_id == owner_id)
-        )
-    ).first()
-    if found is None:
+    params = {"session_id": check_session_id(session_id), "owner_id": owner_id}
+    if (await conn.execute(_owned_statement(), params)).first() is None:
         raise NotFound()
 
 
@@ -216,6 +239,52 @@ def decode_cursor(token: str) -> tuple[int, str]:
     return cursors.decode(token, kind="s1", item_id=SESSION_ID)
 
 
+def _list_statement(
+    flt: Filter,
+    *,
+    after: bool,
+    title_contains: str,
+    columns: tuple[ColumnElement[Any], ...] = tuple(tables.sessions.c),
+) -> Select[Any]:
+    """Newest first from the cursor (``after``: bindparams ``after_time``, ``after_id``),
+    ``limit`` rows, of ``owner_id``'s sessions."""
+    where = [_S.owner_id == bindparam("owner_id"), filter_clause(flt, SESSION_FILTER_COLUMNS)]
+    if not flt.mentions("archived"):
+        where.append(_S.archived.is_(False))
+    if title_contains:
+        escaped = re.sub(r"([\\%_])", r"\\\1", title_contains)
+        where.append(_S.title.ilike(f"%{escaped}%", escape="\\"))
+    if after:
+        where.append(
+            or_(
+                _S.create_time < bindparam("after_time"),
+                and_(_S.create_time == bindparam("after_time"), _S.id <= bindparam("after_id")),
+            )
+        )
+    return (
+        select(*columns)
+        .where(and_(*where))
+        .order_by(_S.create_time.desc(), _S.id.desc())
+        .limit(bindparam("limit"))
+    )
+
+
+def _list_params(*, owner_id: int, page_size: int, page_token: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"owner_id": owner_id, "limit": page_size + 1}
+    if page_token:
+        params["after_time"], params["after_id"] = decode_cursor(page_token)
+    return params
+
+
+def _paged(rows: list[Any], page_size: int) -> tuple[list[SessionRecord], str]:
+    page = [SessionRecord.from_row(r) for r in rows[:page_size]]
+    token = ""
+    if len(rows) > page_size:
+        nxt = rows[page_size]
+        token = encode_cursor(nxt["create_time"], nxt["id"])
+    return page, token
+
+
 async def list_page(
     conn: AsyncConnection,
     *,
@@ -227,34 +296,38 @@ async def list_page(
 ) -> tuple[list[SessionRecord], str]:
     """Newest first, keyset-paginated on (create_time, id); ``title_contains``: only
     sessions whose title contains that text, ignoring case (the web app's search)."""
-    where = [_S.owner_id == owner_id, filter_clause(flt, SESSION_FILTER_COLUMNS)]
-    if not flt.mentions("archived"):
-        where.append(_S.archived.is_(False))
-    if title_contains:
-        escaped = re.sub(r"([\\%_])", r"\\\1", title_contains)
-        where.append(_S.title.ilike(f"%{escaped}%", escape="\\"))
-    if page_token:
-        create_time, session_id = decode_cursor(page_token)
-        where.append(
-            or_(
-                _S.create_time < create_time,
-                and_(_S.create_time == create_time, _S.id <= session_id),
-            )
-        )
-    rows = (
-        await conn.execute(
-            select(tables.sessions)
-            .where(and_(*where))
-            .order_by(_S.create_time.desc(), _S.id.desc())
-            .limit(page_size + 1)
-        )
-    ).all()
-    page = [SessionRecord.from_row(r) for r in rows[:page_size]]
-    token = ""
-    if len(rows) > page_size:
-        nxt = rows[page_size]
-        token = encode_cursor(nxt.create_time, nxt.id)
-    return page, token
+    params = _list_params(owner_id=owner_id, page_size=page_size, page_token=page_token)
+    statement = _list_statement(flt, after=bool(page_token), title_contains=title_contains)
+    rows = (await conn.execute(statement, params)).mappings().all()
+    return _paged(list(rows), page_size)
+
+
+async def list_rows(
+    reads: DirectReads,
+    *,
+    owner_id: int,
+    flt: Filter,
+    page_size: int,
+    page_token: str | None,
+) -> tuple[list[tuple[Any, ...]], str]:
+    """``list_page`` on the API's hot path (``store.direct``), as rows of
+    ``session_wire.WIRE_COLUMNS``: the API renders them straight to JSON."""
+    params = _list_params(owner_id=owner_id, page_size=page_size, page_token=page_token)
+    after = bool(page_token)
+    rows = await reads.tuples(
+        ("sessions.list", flt, after),
+        lambda: _list_statement(
+            flt, after=after, title_contains="", columns=session_wire.WIRE_COLUMNS
+        ),
+        params,
+    )
+    token = row_cursor(rows[page_size]) if len(rows) > page_size else ""
+    return rows[:page_size], token
+
+
+def row_cursor(row: tuple[Any, ...]) -> str:
+    """The page token of a page that starts at ``row`` (of ``session_wire.WIRE_COLUMNS``)."""
+    return encode_cursor(row[session_wire.WIRE_CREATE_TIME], row[session_wire.WIRE_ID])
 
 
 async def set_archived(
@@ -292,4 +365,3 @@ async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: st
         await conn.execute(delete(table).where(table.c.session_id == session_id))
     await conn.execute(delete(tables.sessions).where(_S.id == session_id))
     await changes.announce(conn, owner_id=owner_id, session_id=session_id)
-
