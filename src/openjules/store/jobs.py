@@ -65,6 +65,27 @@ async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
     )
 
 
+# Prebuilt (executed with parameters), so a create pays for no statement construction.
+_INSERT = tables.jobs.insert()
+
+
+async def enqueue_new(conn: AsyncConnection, *, session_id: str) -> None:
+    """The job of a session created in this transaction (it can have none yet): the
+    insert of ``enqueue`` without its look for an existing row."""
+    now = now_us()
+    await conn.execute(
+        _INSERT,
+        {
+            "session_id": session_id,
+            "state": JobState.READY,
+            "attempts": 0,
+            "generation": 1,
+            "available_time": now,
+            "create_time": now,
+        },
+    )
+
+
 async def withdraw(conn: AsyncConnection, *, session_id: str) -> None:
     """The session wants no more work (cancelled, paused). A job waiting to run is done
     now; a leased one is left to its worker, which notices the session's state and

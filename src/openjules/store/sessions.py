@@ -171,7 +171,7 @@ async def create(
         "working_branch": None,
     }
     await conn.execute(_INSERT, row)
-    await jobs.enqueue(conn, session_id=session_id)
+    await jobs.enqueue_new(conn, session_id=session_id)
     record = SessionRecord.from_row(row)
     await changes.announce(conn, owner_id=owner_id, session_id=session_id)
     await webhook_outbox.record_created(conn, session=record)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, delete, exists, func, or_, select, update
+from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 E = WebhookEventType
 _W = tables.webhooks.c
+# Prebuilt: every transition of every session asks it, most often to find no webhook.
+_HOOKS_OF = select(_W.id, _W.event_types).where(_W.owner_id == bindparam("owner_id"))
 _V = tables.webhook_events.c
 _A = tables.webhook_attempts.c
 # conn.info key: the owner's webhooks, looked up once per transaction.
@@ -84,7 +86,7 @@ async def _hooks(conn: AsyncConnection, owner_id: int) -> list[_Hook]:
     if cached is not None and cached[0] is transaction and cached[1] == owner_id:
         hooks: list[_Hook] = cached[2]
         return hooks
-    rows = await conn.execute(select(_W.id, _W.event_types).where(_W.owner_id == owner_id))
+    rows = await conn.execute(_HOOKS_OF, {"owner_id": owner_id})
     hooks = [_Hook(id=r.id, event_types=frozenset(json.loads(r.event_types))) for r in rows]
     # The transaction itself is kept, so a later one can never be mistaken for it.
     conn.info[HOOKS_KEY] = (transaction, owner_id, hooks)
