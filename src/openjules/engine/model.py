@@ -216,6 +216,10 @@ class Model:
                 f"The model at {self.config.base_url} answered with something that is not "
                 "a Chat Completions response (not JSON)."
             ) from exc
+        return self._turn(response)
+
+    def _turn(self, response: ChatCompletion) -> ModelTurn:
+        """What the model answered, or ``ModelError`` for an answer without the shape."""
         try:
             if not response.choices:
                 raise ModelError("The model returned no choices.")

@@ -10,6 +10,12 @@ Tests script what the "model" answers, step by step::
 
 A step may also be computed from the request by a ``Responder`` callable. Streaming
 requests (``"stream": true``) get the same reply as server-sent event chunks.
+
+``FakeModel(script, latency=1.0)`` answers each chat completion ``latency`` seconds after
+it arrives, like a real model that thinks: the wait is an asyncio sleep, so requests that
+arrive together wait together (benchmarks of many sessions at once rely on it). A request
+is in ``requests`` from the moment it arrives; its step is taken (popped from the script,
+or computed by the responder) when the wait ends.
 """
 
 from __future__ import annotations
@@ -73,7 +79,12 @@ def _estimate_tokens(payload: Any) -> int:
 class FakeModel(BackgroundServer):
     MODEL_NAME = "fake-model"
 
-    def __init__(self, script: Iterable[Step] | Responder | None = None) -> None:
+    def __init__(
+        self, script: Iterable[Step] | Responder | None = None, *, latency: float = 0.0
+    ) -> None:
+        if latency < 0:
+            raise ValueError(f"latency must not be negative, not {latency}")
+        self.latency = latency
         self._lock = threading.Lock()
         self._queue: deque[Step] = deque()
         self._responder: Responder | None = None
@@ -100,9 +111,12 @@ class FakeModel(BackgroundServer):
         with self._lock:
             return len(self._queue)
 
-    def _next_step(self, body: dict[str, Any]) -> Step | None:
+    def _arrived(self, body: dict[str, Any]) -> None:
         with self._lock:
             self.requests.append(body)
+
+    def _next_step(self, body: dict[str, Any]) -> Step | None:
+        with self._lock:
             if self._queue:
                 return self._queue.popleft()
             responder = self._responder
@@ -128,6 +142,11 @@ class FakeModel(BackgroundServer):
             body = await request.json()
         except ValueError:
             return _error(400, "request body is not JSON")
+        self._arrived(body)
+        if self.latency:
+            # Timers of equal length fire in the order they were set: with the step taken
+            # after the wait, a script is still answered in the order requests arrived.
+            await asyncio.sleep(self.latency)
         step = self._next_step(body)
         if step is None:
             return _error(500, "fake model script exhausted: no step left for this request")
