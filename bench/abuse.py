@@ -12,9 +12,9 @@ Parts (each prints its figures next to its target and PASS or FAIL):
            few seconds, never the end of its headers) held for 30 s, while a normal client
            GETs a session back to back: its p99 latency <= 500 ms with no failed request,
            and the server's stderr grows by <= 1 MB.
-  creates  100 concurrent session creates with OPENJULES_WORKERS=32 (a scripted model that
-           answers at once, so the 32 workers write while the API does): 0 errors (non-200
-           creates, and "database is locked" in the server's stderr).
+  creates  100 concurrent session creates with OPENJULES_MAX_CONCURRENT_SESSIONS=32 (a
+           scripted model that answers at once, so 32 sessions write while the API does):
+           0 errors (non-200 creates, and "database is locked" in the server's stderr).
 
     .venv/bin/python bench/abuse.py [--quick] [--only bodies|slow|creates]
 
@@ -64,7 +64,7 @@ CREATE_WORKERS = 32
 STATE_WAIT_S = 120.0
 RUNNING_STATES = {"QUEUED", "PLANNING", "IN_PROGRESS"}
 # The parts that measure HTTP alone: no worker runs their sessions (there is no model).
-NO_WORKERS = {"OPENJULES_WORKERS": "0"}
+NO_WORKERS = {"OPENJULES_MAX_CONCURRENT_SESSIONS": "0"}
 
 
 class BenchError(RuntimeError):
@@ -400,11 +400,12 @@ def respond(body: dict[str, Any]) -> Reply:
 
 def bench_creates(tmp: Path, sizes: Sizes) -> bool:
     print(
-        f"creates: {sizes.creates} concurrent creates, OPENJULES_WORKERS={CREATE_WORKERS}, SQLite"
+        f"creates: {sizes.creates} concurrent creates, "
+        f"OPENJULES_MAX_CONCURRENT_SESSIONS={CREATE_WORKERS}, SQLite"
     )
     with FakeModel(respond) as model:
         env = {
-            "OPENJULES_WORKERS": str(CREATE_WORKERS),
+            "OPENJULES_MAX_CONCURRENT_SESSIONS": str(CREATE_WORKERS),
             "OPENJULES_MODEL_BASE_URL": model.base_url,
             "OPENJULES_MODEL_API_KEY": "sk-bench",
             "OPENJULES_MODEL": FakeModel.MODEL_NAME,

@@ -101,7 +101,7 @@ async def seed(url: str) -> tuple[str, str]:
 @contextlib.contextmanager
 def server(url: str, tmp: Path) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
-    env["OPENJULES_WORKERS"] = "0"  # nothing but the benchmark writes
+    env["OPENJULES_MAX_CONCURRENT_SESSIONS"] = "0"  # nothing but the benchmark writes
     log = tmp / f"server-{secrets.token_hex(3)}.log"
     with log.open("wb") as err:
         process = subprocess.Popen(

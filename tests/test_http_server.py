@@ -202,7 +202,7 @@ def few_descriptors(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENJULES_")}
-    env.update(HOME=str(tmp_path), OPENJULES_WORKERS="0", PYTHONUNBUFFERED="1")
+    env.update(HOME=str(tmp_path), OPENJULES_MAX_CONCURRENT_SESSIONS="0", PYTHONUNBUFFERED="1")
     stderr = tmp_path / "serve.err"
     command = [openjules_executable(), "serve", "--port", str(port), "--data-dir", str(tmp_path)]
     with stderr.open("wb") as err:

@@ -70,7 +70,7 @@ class Target:
         env["HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
         # These tests check the API and the CLI; no agent runs sessions (that is in engine/).
-        env["OPENJULES_WORKERS"] = "0"
+        env["OPENJULES_MAX_CONCURRENT_SESSIONS"] = "0"
         if self.via_env and self.named:
             if self.database_url:
                 env["OPENJULES_DATABASE_URL"] = self.database_url
@@ -157,7 +157,12 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         command = [
-            openjules_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            openjules_executable(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             *self.target.args(),
         ]
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:

@@ -63,7 +63,7 @@ def target_in(tmp_path: Path, name: str) -> Target:
 
 def with_agent(target: Target, model: FakeModel) -> Target:
     return target.with_env(
-        OPENJULES_WORKERS="2",
+        OPENJULES_MAX_CONCURRENT_SESSIONS="2",
         OPENJULES_MODEL_BASE_URL=model.base_url,
         OPENJULES_MODEL_API_KEY="sk-fake",
         OPENJULES_MODEL="fake-model",
@@ -197,7 +197,9 @@ def test_restore_refuses_while_any_process_keeps_the_database_open(tmp_path: Pat
     url = f"sqlite+aiosqlite:///{target.sqlite_file}"
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_OPEN, url],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None

@@ -119,10 +119,11 @@ class BackgroundServer(Background):
 class LiveServer(BackgroundServer):
     """``with LiveServer(settings) as server: httpx.get(server.url + "/healthz")``.
 
-    The whole server as ``openjules serve`` runs it (migrations, the engine with
-    ``settings.workers`` workers, the API). ``settings.port`` is replaced by the free port
-    it listens on, so ``Session.url`` values name the real address. ``observe`` receives
-    the timings of each session run (see ``openjules.timing``).
+    The whole server as ``openjules serve`` runs it (migrations, the engine working up to
+    ``settings.sessions_at_once()`` sessions at once, the API). ``settings.port`` is
+    replaced by the free port it listens on, so ``Session.url`` values name the real
+    address. ``observe`` receives the timings of each session run (see
+    ``openjules.timing``).
     """
 
     def __init__(self, settings: Settings, *, observe: ObserverFactory | None = None) -> None:
