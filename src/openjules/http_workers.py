@@ -355,7 +355,8 @@ def serve_in_processes(
     Call it from the main thread of a process with no other threads."""
     upgrade_to_head(settings.resolved_database_url())
     _Supervisor(
-        settings=settings,
+        # Resolved, so each process sizes its share of the database connections by it.
+        settings=settings.model_copy(update={"http_workers": processes}),
         sock=sock,
         processes=processes,
         on_listening=on_listening,

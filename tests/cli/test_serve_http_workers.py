@@ -112,7 +112,7 @@ def test_two_processes_answer_alike_and_run_a_session_once(
     with FakeModel(scripts) as model:
         target = _serving(
             fresh_target.with_env(
-                OPENJULES_WORKERS="",  # the default: this server runs sessions
+                OPENJULES_MAX_CONCURRENT_SESSIONS="",  # the default: this server runs sessions
                 OPENJULES_MODEL_BASE_URL=model.base_url,
                 OPENJULES_MODEL_API_KEY="sk-fake",
                 OPENJULES_MODEL="fake-model",

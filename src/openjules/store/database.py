@@ -66,8 +66,12 @@ BUSY_FIRST_PAUSE_S = 0.001
 BUSY_MAX_PAUSE_S = 0.05
 
 # Enough pooled connections for the server's concurrency: an overflow connection is
-# closed on return, and reopening one (thread, file, pragmas) costs milliseconds.
+# closed on return, and reopening one (thread, file, pragmas) costs milliseconds. Each of
+# the two engines may open as many again as overflow. Several serving processes
+# (`serve --http-workers N`) split this budget, so N of them together open no more
+# connections to PostgreSQL (default max_connections: 100) than one process would.
 POOL_SIZE = 20
+MIN_POOL_SIZE = 5
 
 # PostgreSQL connections of the API's direct reads (``store.direct``): reads that arrive
 # together share one round trip, so a few connections carry a busy server, and every
@@ -164,6 +168,7 @@ class Database:
         pool_timeout_seconds: float = DEFAULT_POOL_TIMEOUT_S,
         busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_S,
         change_poll_seconds: float = DEFAULT_CHANGE_POLL_S,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         self.url = url
         parsed = make_url(url)
@@ -174,6 +179,7 @@ class Database:
             connect_timeout_seconds=connect_timeout_seconds,
             pool_timeout_seconds=pool_timeout_seconds,
             busy_timeout_seconds=busy_timeout_seconds,
+            pool_size=pool_size,
         )
         self._busy_timeout_seconds = busy_timeout_seconds
         file = sqlite_path(url)
@@ -225,6 +231,8 @@ class Database:
             pool_timeout_seconds=settings.database_pool_timeout_seconds,
             busy_timeout_seconds=settings.database_busy_timeout_seconds,
             change_poll_seconds=settings.change_poll_seconds,
+            # http_workers is the resolved count in each process `serve` starts.
+            pool_size=max(MIN_POOL_SIZE, POOL_SIZE // max(1, settings.http_workers)),
         )
 
     @asynccontextmanager
@@ -412,6 +420,7 @@ class _EngineOptions:
     connect_timeout_seconds: float
     pool_timeout_seconds: float
     busy_timeout_seconds: float
+    pool_size: int
 
 
 def _create_engine(
@@ -419,8 +428,8 @@ def _create_engine(
 ) -> AsyncEngine:
     kwargs: dict[str, Any] = {
         "echo": options.echo,
-        "pool_size": POOL_SIZE,
-        "max_overflow": 20,
+        "pool_size": options.pool_size,
+        "max_overflow": options.pool_size,
         # A request waits this long for a pooled connection, not SQLAlchemy's 30 s.
         "pool_timeout": options.pool_timeout_seconds,
     }
