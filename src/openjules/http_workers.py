@@ -21,14 +21,19 @@ The parent supervises:
   replaced runner's sessions are resumed once their leases expire. A child that dies before
   it listened would fail the same way again, so the server stops with a message instead;
   so it does when children keep dying (``MAX_RESTARTS`` within ``RESTART_WINDOW_S``).
-- A parent that dies (SIGKILL) leaves no children behind: each watches a pipe only the
-  parent holds open and stops itself at its end.
+- A parent that dies (SIGKILL) leaves no children behind. On Linux the kernel kills them
+  with it (``PR_SET_PDEATHSIG``): killing the server kills all of it at once, as it would
+  kill a single process, so the port is free for a restart at once (children stopping
+  cleanly would still answer on it meanwhile, and a new server could not bind it).
+  Elsewhere each child watches a pipe only the parent holds open and stops itself at its
+  end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import selectors
@@ -107,6 +112,7 @@ class _Supervisor:
         # Children watch this pipe: its end (the parent's exit, however it happens) stops
         # them. The parent holds the only write end.
         self.lifeline_r, self.lifeline_w = os.pipe()
+        self.parent_pid = os.getpid()
         self.selector.register(self.wake_r, selectors.EVENT_READ, None)
         previous_wakeup = signal.set_wakeup_fd(self.wake_w.fileno())
         handled = (*STOP_SIGNALS, signal.SIGCHLD)
@@ -259,6 +265,7 @@ class _Supervisor:
             for sig in (*STOP_SIGNALS, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             self._close_parent_ends()
+            _die_with_parent(self.parent_pid)
             _stop_when_closed(self.lifeline_r)
 
             def listening() -> None:
@@ -309,6 +316,20 @@ class _Supervisor:
 
 def _noted(_signum: int, _frame: FrameType | None) -> None:
     """A signal handler that leaves the work to the wake-up socket's reader."""
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this process when the parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return  # the lifeline pipe still stops this process
+    if os.getppid() != parent_pid:  # the parent died before the request was made
+        os._exit(1)
 
 
 def _stop_when_closed(fd: int) -> None:
