@@ -64,12 +64,10 @@ import contextlib
 import os
 import platform
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -87,6 +85,7 @@ from _servers import (
 )
 from _turns import summary
 from _waiting import waiting_sessions
+from _workdir import temporary_directory
 from openjules.engine.sandbox import SandboxUnavailable, check_available
 from openjules.settings import SandboxKind, Settings
 from openjules.testing import provision_user
@@ -150,18 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
-
-
-@contextlib.contextmanager
-def temporary_directory(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="openjules-bench-concurrency-"))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"(kept {path})")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def sessions_at_once(
@@ -290,7 +277,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     check_available(SandboxKind(args.sandbox))
     for name in [k for k in os.environ if k.startswith("OPENJULES_")]:
         del os.environ[name]  # the servers get theirs from start_server alone
-    tmp = stack.enter_context(temporary_directory(args.keep))
+    tmp = stack.enter_context(temporary_directory(name="concurrency", keep=args.keep))
     print(
         f"openjules concurrency benchmark: {args.backend}, sandbox {args.sandbox}, fake model "
         f"at {args.latency:g} s per turn, batches {args.counts or '(none)'}, "

@@ -74,7 +74,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -95,6 +94,7 @@ from _scripted import (
     respond,
     session_patch,
 )
+from _workdir import temporary_directory
 from openjules.engine.git import run_git
 from openjules.engine.sandbox import SandboxUnavailable, check_available
 from openjules.engine.workspace import (
@@ -524,18 +524,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-@contextlib.contextmanager
-def temporary_directory(keep: bool) -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="openjules-bench-session-"))
-    try:
-        yield path
-    finally:
-        if keep:
-            print(f"(kept {path})")
-        else:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def run_sessions(
     args: argparse.Namespace,
     serving: contextlib.ExitStack,
@@ -630,7 +618,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     check_available(SandboxKind(args.sandbox))
     for name in [k for k in os.environ if k.startswith("OPENJULES_")]:
         del os.environ[name]  # the settings below are the whole configuration
-    tmp = stack.enter_context(temporary_directory(args.keep))
+    tmp = stack.enter_context(temporary_directory(name="session", keep=args.keep))
     git_version = run_git(["--version"]).strip().removeprefix("git version ")
     print(
         f"openjules session benchmark: {args.files:,}-file repository, {args.sessions} "

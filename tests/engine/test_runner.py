@@ -18,21 +18,16 @@ from openjules.engine.local_runner import LocalRunner
 from openjules.settings import Settings
 from openjules.store import jobs, sessions, tables, transitions, users
 from openjules.store.database import Database
-from openjules.store.migrate import upgrade_to_head
 from openjules.store.transitions import Event
+from tests.jobs_support import database_without_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture
 async def db(server_settings: Settings) -> AsyncIterator[Database]:
-    url = server_settings.resolved_database_url()
-    await asyncio.to_thread(upgrade_to_head, url)
-    database = Database(url)
-    async with database.write() as conn:
-        await conn.execute(tables.jobs.delete())
-    yield database
-    await database.dispose()
+    async with database_without_jobs(server_settings) as database:
+        yield database
 
 
 async def _new_sessions(db: Database, count: int) -> list[str]:
