@@ -68,8 +68,9 @@ BUSY_MAX_PAUSE_S = 0.05
 # Enough pooled connections for the server's concurrency: an overflow connection is
 # closed on return, and reopening one (thread, file, pragmas) costs milliseconds. Each of
 # the two engines may open as many again as overflow. Several serving processes
-# (`serve --http-workers N`) split this budget, so N of them together open no more
-# connections to PostgreSQL (default max_connections: 100) than one process would.
+# (`serve --http-workers N`) split this budget, so up to four of them together open no
+# more connections to PostgreSQL (default max_connections: 100) than one process would;
+# below MIN_POOL_SIZE a process would wait on its own pool instead.
 POOL_SIZE = 20
 MIN_POOL_SIZE = 5
 
