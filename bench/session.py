@@ -2,14 +2,15 @@
 generated repository of 10,000 files, and where that time goes; then what a person waits
 for around a plan: create -> first activity and approvePlan -> next activity.
 
-The real app runs in this process (uvicorn on loopback, SQLite, one worker, the configured
-sandbox) against FakeModel, a scripted OpenAI-compatible server that answers at once. Every
-session runs the same script (bench/_scripted.py): propose a 3-step plan; per step one edit
-(or new file), one shell command and complete_step; then finish. That is 11 model turns,
-3 sandbox commands and 6 checkpointed patches (one after each step that may change files:
-the edits and the commands). Sessions run one after another on an idle server; each is
-timed from the create request until a GET (polled every 5 ms) shows COMPLETED. A first
-warm-up session (it creates the mirror and warms caches) is shown but not counted.
+The real app runs in this process (uvicorn on loopback, SQLite, one session at a time, the
+configured sandbox) against FakeModel, a scripted OpenAI-compatible server that answers at
+once. Every session runs the same script (bench/_scripted.py): propose a 3-step plan; per
+step one edit (or new file), one shell command and complete_step; then finish. That is 11
+model turns, 3 sandbox commands and 6 checkpointed patches (one after each step that may
+change files: the edits and the commands). Sessions run one after another on an idle
+server; each is timed from the create request until a GET (polled every 5 ms) shows
+COMPLETED. A first warm-up session (it creates the mirror and warms caches) is shown but
+not counted.
 
 The breakdown is measured inside those sessions, not estimated, by the product's own
 timing hook, ``openjules.timing``: the worker, the agent, the journal, the shell tool and
@@ -541,7 +542,7 @@ def run_sessions(
         **github,
         data_dir=data,
         database_url=f"sqlite+aiosqlite:///{data / 'openjules.db'}",
-        workers=1,
+        max_concurrent_sessions=1,
         model_base_url=model.base_url,
         model_api_key="sk-bench",
         model="fake-model",
@@ -623,7 +624,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     print(
         f"openjules session benchmark: {args.files:,}-file repository, {args.sessions} "
         f"sessions (+{args.warmup} warm-up), 3-step plan = {len(SCRIPT)} model turns, "
-        f"3 commands; sandbox {args.sandbox}, SQLite, 1 worker, zero-latency fake model"
+        f"3 commands; sandbox {args.sandbox}, SQLite, one session at a time, "
+        "zero-latency fake model"
         + ("; AUTO_CREATE_PR to a fake GitHub on loopback" if args.auto_pr else "")
     )
     print(
