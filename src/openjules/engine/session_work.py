@@ -80,6 +80,8 @@ class SessionWorker:
         # Built on first use, in the event loop the sessions run in.
         self._model_http: DefaultAsyncHttpxClient | None = None
         self._mirror_syncs = MirrorSyncs()
+        # Sandbox commands of all this engine's sessions take turns for these.
+        self._command_slots = asyncio.Semaphore(settings.commands_at_once())
 
     async def close(self) -> None:
         """Close what the runs shared (the model calls' connection pool)."""
@@ -105,7 +107,7 @@ class SessionWorker:
             await self._fail(session_id, NOT_CONFIGURED)
             return
         try:
-            async with session_sandbox(self.settings) as sandbox:
+            async with session_sandbox(self.settings, slots=self._command_slots) as sandbox:
                 await self._run_in(session_id, facts, sandbox=sandbox, config=config)
         except SandboxUnavailable as exc:
             await self._fail(session_id, str(exc))

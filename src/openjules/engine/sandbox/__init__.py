@@ -22,7 +22,7 @@ from openjules.engine.sandbox.process import (
     SandboxStatus,
     SandboxUnavailable,
 )
-from openjules.engine.sandbox.slots import SlottedSandbox, command_slots
+from openjules.engine.sandbox.slots import SlottedSandbox
 from openjules.engine.sandbox.uids import NoFreeUid, session_user
 from openjules.engine.sandbox.unsandboxed import UnsandboxedSandbox
 from openjules.settings import SandboxKind, Settings
@@ -106,17 +106,19 @@ def sandbox_from_settings(settings: Settings) -> Sandbox:
 
 
 @contextlib.asynccontextmanager
-async def session_sandbox(settings: Settings) -> AsyncIterator[Sandbox]:
+async def session_sandbox(
+    settings: Settings, *, slots: asyncio.Semaphore | None = None
+) -> AsyncIterator[Sandbox]:
     """The configured sandbox for one session's run: on a root server its commands run as a
     uid held for this session alone until the body ends (waiting for one to come free;
-    ``NoFreeUid`` when none does). Its commands take turns with every other session's of
-    this process (``settings.commands_at_once()``, see ``slots.py``).
+    ``NoFreeUid`` when none does). With ``slots``, each command holds one while it runs:
+    the commands of every session sharing them take turns (see ``slots.py``).
     ``SandboxUnavailable`` says how to fix a missing piece."""
     backend = _BACKENDS[settings.sandbox]
     backend.check_available()
-    slots = command_slots(settings.commands_at_once())
     async with session_user(settings) as user:
-        yield SlottedSandbox(inner=backend.from_settings(settings).with_user(user), slots=slots)
+        sandbox = backend.from_settings(settings).with_user(user)
+        yield sandbox if slots is None else SlottedSandbox(inner=sandbox, slots=slots)
 
 
 async def describe_sandbox(settings: Settings) -> SandboxStatus:

@@ -5,13 +5,13 @@ Commands are what costs CPU and memory; a session waiting on the model costs nex
 nothing. So the runner admits many sessions and their commands take turns here: a command
 waits for a slot before it starts, and its wall-clock timeout starts with the command, not
 with the wait. A session stopped while its command waits stops waiting (the wait is
-cancellable).
+cancellable). The slots are the engine's (``SessionWorker``): one set per process that
+runs sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +22,6 @@ from openjules.settings import SandboxKind
 
 if TYPE_CHECKING:
     from openjules.engine.sandbox import Sandbox
-
-# One semaphore per event loop (one per process serving sessions; a test process runs
-# several servers, each on its own loop) and limit. Created on first use, not at import.
-_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def command_slots(limit: int) -> asyncio.Semaphore:
-    """The running loop's slots for commands, ``limit`` of them."""
-    per_loop = _SLOTS.setdefault(asyncio.get_running_loop(), {})
-    slots = per_loop.get(limit)
-    if slots is None:
-        slots = per_loop[limit] = asyncio.Semaphore(limit)
-    return slots
-
 
 @dataclass(frozen=True)
 class SlottedSandbox:
