@@ -46,8 +46,6 @@ JSON_TYPE = (b"content-type", b"application/json")
 # What the CORS middleware adds to every answer (allow_origins=["*"], no credentials).
 VARY_ORIGIN = (b"vary", b"Origin")
 ALLOW_ANY_ORIGIN = (b"access-control-allow-origin", b"*")
-# Headers that mean the request has a body: the full path applies its size limit.
-BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 CREATE_BODY_FIELD = BODY_FIELD_BY_ROUTE["create_session"]
 Handler = Callable[["_Request"], Awaitable[bytes]]
@@ -109,16 +107,9 @@ class HotPath:
             param = rest
         else:
             return False
-        api_key: str | None = None
-        origin = False
-        for name, value in scope["headers"]:
-            if name == b"x-goog-api-key":
-                if api_key is None:  # the first, as the routes read it
-                    api_key = value.decode("latin-1")
-            elif name == b"origin":
-                origin = True
-            elif name in BODY_HEADERS:
-                return False
+        api_key, origin, length, chunked = _heads(scope)
+        if length is not None or chunked:  # a body: the full path applies its size limit
+            return False
         items = _query_items(scope["query_string"])
         if any(name not in allowed for name, _ in items):
             return False
@@ -141,21 +132,11 @@ class HotPath:
         the size limit that is a JSON object of valid text and a valid CreateSessionRequest.
         Anything else goes to the full path, the body read so far replayed to it, before
         the key is looked at (so it is counted once)."""
-        api_key: str | None = None
-        origin = False
-        length = -1
-        for name, value in scope["headers"]:
-            if name == b"x-goog-api-key":
-                if api_key is None:
-                    api_key = value.decode("latin-1")
-            elif name == b"origin":
-                origin = True
-            elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
-            elif name == b"transfer-encoding":
-                return receive
+        api_key, origin, length, chunked = _heads(scope)
+        if chunked:
+            return receive
         items = _query_items(scope["query_string"])
-        if not 0 < length <= self.state.settings.max_request_bytes or any(
+        if not 0 < (length or 0) <= self.state.settings.max_request_bytes or any(
             name != "key" for name, _ in items
         ):
             return receive
@@ -240,6 +221,26 @@ async def _error(
     # The full path's ErrorBoundary, outside the CORS middleware, answers these.
     error = error_for(scope, exc)
     await envelope_response(error, headers=retry_headers(error))(scope, receive, send)
+
+
+def _heads(scope: Scope) -> tuple[str | None, bool, int | None, bool]:
+    """What the hot routes read of the headers: the API key (the first, as the routes read
+    it), whether there is an Origin, the Content-Length (None: none; -1: not a number),
+    and whether the body is chunked."""
+    api_key: str | None = None
+    origin = chunked = False
+    length: int | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-goog-api-key":
+            if api_key is None:
+                api_key = value.decode("latin-1")
+        elif name == b"origin":
+            origin = True
+        elif name == b"content-length":
+            length = int(value) if value.isdigit() else -1
+        elif name == b"transfer-encoding":
+            chunked = True
+    return api_key, origin, length, chunked
 
 
 def _query_items(raw: bytes) -> list[tuple[str, str]]:
