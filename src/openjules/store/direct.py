@@ -39,6 +39,7 @@ from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from openjules.store.inline_sqlite import is_busy
 from openjules.timing import Part, span
 
 Row = dict[str, Any]
@@ -160,7 +161,7 @@ class _SqliteReads(DirectReads):
                     self._conn = self._connect(0.0)
                 return self._conn.execute(compiled.sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+                if not is_busy(exc):
                     raise
             return await asyncio.to_thread(self._run_waiting, compiled.sql, params)
 
@@ -175,12 +176,6 @@ class _SqliteReads(DirectReads):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return getattr(exc, "sqlite_errorname", "").startswith("SQLITE_BUSY") or str(
-        exc
-    ).lower().startswith("database is locked")
 
 
 @dataclass(frozen=True, kw_only=True)
