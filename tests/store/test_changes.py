@@ -11,20 +11,11 @@ import pytest
 from sqlalchemy import text
 
 from openjules._types import CreateSessionRequest
-from openjules.settings import Settings
 from openjules.store import sessions, users
 from openjules.store.changes import Change, Everything
 from openjules.store.database import Database
-from openjules.store.migrate import upgrade_to_head
 
 WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def url(server_settings: Settings) -> str:
-    database_url = server_settings.resolved_database_url()
-    upgrade_to_head(database_url)
-    return database_url
 
 
 @pytest.fixture

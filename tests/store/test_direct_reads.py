@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -15,27 +14,11 @@ import pytest
 
 from openjules._errors import NotFound
 from openjules._types import CreateSessionRequest
-from openjules.settings import Settings
 from openjules.store import sessions, users
 from openjules.store.database import Database, DatabaseUnavailable
-from openjules.store.migrate import upgrade_to_head
 from openjules.store.query import Filter
 
 READS_AT_ONCE = 50
-
-
-@pytest.fixture(scope="module")
-def url(server_settings: Settings) -> str:
-    database_url = server_settings.resolved_database_url()
-    upgrade_to_head(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def db(url: str) -> AsyncIterator[Database]:
-    database = Database(url)
-    yield database
-    await database.dispose()
 
 
 async def _create(db: Database, *, user_name: str, prompt: str) -> tuple[int, str]:

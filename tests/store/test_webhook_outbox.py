@@ -6,34 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select, update
 
 from openjules._types import CreateSessionRequest, CreateWebhookRequest, Originator, UserMessaged
-from openjules.settings import Settings
 from openjules.store import sessions, tables, transitions, users, webhook_outbox, webhooks
 from openjules.store.activities import NewActivity
 from openjules.store.clock import now_us
 from openjules.store.database import Database
-from openjules.store.migrate import upgrade_to_head
 from openjules.store.transitions import Event
 from openjules.store.webhook_outbox import ATTEMPTS_KEPT_PER_WEBHOOK, EventState, Outcome
-
-
-@pytest.fixture(scope="module")
-def url(server_settings: Settings) -> str:
-    database_url = server_settings.resolved_database_url()
-    upgrade_to_head(database_url)
-    return database_url
-
-
-@pytest.fixture
-async def db(url: str) -> AsyncIterator[Database]:
-    database = Database(url)
-    yield database
-    await database.dispose()
 
 
 class Boom(Exception):
