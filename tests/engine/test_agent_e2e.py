@@ -204,10 +204,17 @@ def test_the_sources_setup_script_runs_in_the_sandbox_before_the_agent_works(
 
 
 def test_a_failing_setup_script_fails_the_session_with_its_output(
-    client: httpx.Client, source: str, agent_server: LiveServer, tmp_path: Path
+    client: httpx.Client,
+    source: str,
+    agent_server: LiveServer,
+    fake_model: FakeModel,
+    tmp_path: Path,
 ) -> None:
+    """The first turn is asked while the setup script runs; the first tool that needs the
+    tree fails the session with the script's output, and the model is asked no more."""
     _configure(agent_server.settings, source, tmp_path=tmp_path,
                script="echo 'npm ERR! missing package.json' >&2\nexit 3\n")
+    fake_model.push(call("list_files", path="."), call("list_files", path="."))
     sid = client.post("/sessions", json={"prompt": "Anything",
                                          "sourceContext": {"source": source}}).json()["id"]
     session = wait_for_state(client, sid, TERMINAL)
@@ -215,6 +222,7 @@ def test_a_failing_setup_script_fails_the_session_with_its_output(
     reason = list_activities(client, sid)[-1]["sessionFailed"]["reason"]
     assert "setup script failed (exit code 3)" in reason
     assert "npm ERR! missing package.json" in reason
+    assert len(fake_model.requests) == 1
 
 
 def test_hooks_and_config_planted_in_the_workspace_git_never_run_on_the_host(

@@ -317,6 +317,8 @@ def test_a_workspace_over_its_limit_as_the_run_starts_fails_the_session_saying_s
     server_settings: Settings, fake_model: FakeModel, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path / "big", {"data.bin": os.urandom(3 * MIB).hex()[: 3 * MIB]})
+    # The first turn is asked while the tree is checked out; its tool waits for the tree.
+    fake_model.push(call("list_files", path="."), call("list_files", path="."))
     with _server(server_settings, fake_model, tmp_path, workspace_max_mb=2) as live:
         session, activities = _session(live, repo)
     assert session["state"] == "FAILED"
@@ -324,4 +326,4 @@ def test_a_workspace_over_its_limit_as_the_run_starts_fails_the_session_saying_s
     assert reason.startswith("The session's workspace is ")
     assert "MB, over its limit of 2 MB" in reason
     assert "OPENJULES_WORKSPACE_MAX_MB" in reason
-    assert fake_model.requests == []  # the agent never started
+    assert len(fake_model.requests) == 1  # no turn after the tree was found too large

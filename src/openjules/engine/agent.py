@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +44,9 @@ class Step:
     transcript: Transcript
     activities: list[NewActivity] = field(default_factory=list)
     mutated: bool = False
+    # When ``mutated``: every path the step's tools changed, or None when a tool could
+    # not say (a shell command may change anything).
+    changed_paths: set[str] | None = field(default_factory=set)
     effect: Effect | None = None
 
 
@@ -64,12 +68,21 @@ class Journal(Protocol):
 
 class Agent:
     def __init__(
-        self, *, model: Model, journal: Journal, context: ToolContext, limits: AgentLimits
+        self,
+        *,
+        model: Model,
+        journal: Journal,
+        context: ToolContext,
+        limits: AgentLimits,
+        workspace_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.model = model
         self.journal = journal
         self.context = context
         self.limits = limits
+        # Awaited before a tool that uses the work tree runs: the run asks the model while
+        # the workspace is still being prepared. It raises what went wrong preparing it.
+        self.workspace_ready = workspace_ready
 
     async def run(self, transcript: Transcript) -> bool:
         """Run turns until the session waits, finishes or fails; True when it finishes
@@ -139,7 +152,12 @@ class Agent:
             else:
                 result = await self._run_one(call, tools=tools, context=context)
             step.activities += result.activities
-            step.mutated = step.mutated or result.mutated
+            if result.mutated:
+                step.mutated = True
+                if result.changed_paths is None or step.changed_paths is None:
+                    step.changed_paths = None
+                else:
+                    step.changed_paths.update(result.changed_paths)
             if result.effect is not None and step.effect is None:
                 step.effect = result.effect
             transcript.messages.append(
@@ -164,6 +182,8 @@ class Agent:
             args = tool.parse(call.parsed_arguments())
         except ValueError as exc:
             return error(f"{exc}. Call {call.name} again with valid JSON arguments.")
+        if tool.uses_workspace and self.workspace_ready is not None:
+            await self.workspace_ready()
         result: ToolResult = await tool.run(context, args)
         return result
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import assert_never
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,6 +55,16 @@ class DatabaseJournal:
     # The patch as of the last file-changing step (the checkpoint's). Steps that only
     # report (complete_step, finish) reuse it: files change only through mutating tools.
     last_patch: str = ""
+    # Whether the workspace's private index holds every change of the tree so far, so a
+    # step whose tools name the paths they changed stages only those (a whole-tree add
+    # looks at every file). False until the run's first patch where the run restored a
+    # checkpoint or ran a setup script onto the tree.
+    index_current: bool = False
+    # Whether every file change so far is in a committed checkpoint (the tree is exactly
+    # at ``last_patch``): only then may the tree be kept for the session's next run.
+    at_checkpoint: bool = True
+    # The private index's checksum when this run last computed ``last_patch`` from it.
+    _patched_index: bytes = field(default=b"", init=False)
 
     async def new_user_messages(self, *, after_us: int) -> list[tuple[int, str]]:
         async with self.db.read() as conn:
@@ -63,6 +73,8 @@ class DatabaseJournal:
             )
 
     async def record(self, step: Step) -> StepOutcome:
+        if step.mutated:
+            self.at_checkpoint = False
         patch = await self._patch(step)
         try:
             async with self.db.write() as conn:
@@ -84,17 +96,32 @@ class DatabaseJournal:
             # Deleted, paused, cancelled, or moved on by someone else (e.g. failed by an
             # operator): stop here.
             return WAIT
+        if patch is not None:
+            self.at_checkpoint = True
         return outcome
 
     async def _patch(self, step: Step) -> str | None:
         """The work tree's patch when the step may have changed files, else None."""
         if not step.mutated:
             return None
+        paths = step.changed_paths if self.index_current else None
         with span(Part.PATCHES):
             self.last_patch = await asyncio.to_thread(
-                self.workspace.patch, base_commit=self.base_commit
+                self._patch_now, only=sorted(paths) if paths else None
             )
+        self.index_current = True
         return self.last_patch
+
+    def _patch_now(self, *, only: list[str] | None) -> str:
+        """Stage the tree's changes; when the index came out as it was at this run's last
+        patch (a command that changed no file), that patch still holds. Blocking."""
+        self.workspace.stage(only=only)
+        checksum = self.workspace.index_checksum()
+        if checksum and checksum == self._patched_index:
+            return self.last_patch
+        patch = self.workspace.staged_patch(base_commit=self.base_commit)
+        self._patched_index = checksum
+        return patch
 
     async def _apply(self, conn: AsyncConnection, step: Step) -> StepOutcome:
         """Record what the step's effect means for the session (one handler per effect)."""

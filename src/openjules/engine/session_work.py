@@ -3,30 +3,29 @@ idempotent: it reads everything from the database, rebuilds the workspace from t
 commit plus the last checkpoint, and continues the transcript from the last recorded step.
 
 A run goes: load the facts → take the session's sandbox (on a root server, a uid of its
-own for this run) → prepare the workspace (and the source's setup script) → let the agent
-work until the session waits, fails or finishes → on finish, deliver the changes
-(AUTO_CREATE_PR) and complete → clean up.
+own for this run) → sync the mirror and find the base commit → prepare the workspace (and
+run the source's setup script) while the agent asks the model for its first turn
+(``preparation``) → let the agent work until the session waits, fails or finishes → on
+finish, deliver the changes (AUTO_CREATE_PR) and complete → keep the workspace for a
+person's answer (``kept_workspaces``) or remove it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
 
 from openai import DefaultAsyncHttpxClient
 
 from openjules._types import State
-from openjules.engine import prompts
+from openjules.engine import kept_workspaces, prompts
 from openjules.engine.agent import Agent, AgentLimits
 from openjules.engine.forge.access import GitHubAccess
 from openjules.engine.forge.delivery import Delivered, Publisher
-from openjules.engine.forge.explain import explain_git_failure
 from openjules.engine.forge.push import Author
-from openjules.engine.git import GitError, HttpAuth, redact_url
+from openjules.engine.git import GitError
 from openjules.engine.journal import DatabaseJournal, fail_session
-from openjules.engine.mirror_syncs import MirrorSyncs
 from openjules.engine.model import (
     NOT_CONFIGURED,
     Model,
@@ -34,33 +33,24 @@ from openjules.engine.model import (
     model_config,
     shared_http_client,
 )
+from openjules.engine.preparation import Preparation, SetupFailed, Start, system_prompt
 from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox
-from openjules.engine.sandbox.disk import megabytes
 from openjules.engine.tools.base import ToolContext
 from openjules.engine.uninterrupted import to_the_end
-from openjules.engine.workspace import (
-    Workspace,
-    apply_patch,
-    create_empty,
-    create_from_mirror,
-    mirror_path,
-    prepare_spare,
-    sync_mirror,
-    workspace_path,
-)
+from openjules.engine.workspace import Workspace, prepare_spare
 from openjules.settings import Settings
 from openjules.store import agent_state, runs, transitions
 from openjules.store.agent_state import Checkpoint, Phase, Transcript
 from openjules.store.database import Database
 from openjules.store.jobs import RUNNABLE
 from openjules.store.runs import RunFacts
-from openjules.store.sources import Forge, SourceRecord
+from openjules.store.sources import SourceRecord
 from openjules.store.transitions import Event
 from openjules.timing import Moment, ObserverFactory, Part, moment, observing, span
 
 log = logging.getLogger("openjules.engine")
-T = TypeVar("T")
-AGENTS_MD_MAX_CHARS = 20_000
+# A run that ends with its session in one of these keeps the workspace for the next run.
+WAITING_FOR_A_PERSON = frozenset({State.AWAITING_PLAN_APPROVAL, State.AWAITING_USER_FEEDBACK})
 
 
 class SessionWorker:
@@ -79,7 +69,7 @@ class SessionWorker:
         )
         # Built on first use, in the event loop the sessions run in.
         self._model_http: DefaultAsyncHttpxClient | None = None
-        self._mirror_syncs = MirrorSyncs()
+        self.preparation = Preparation(data_dir=settings.data_dir, github=self.github)
         # Sandbox commands of all this engine's sessions take turns for these.
         self._command_slots = asyncio.Semaphore(settings.commands_at_once())
 
@@ -116,59 +106,73 @@ class SessionWorker:
         self, session_id: str, facts: RunFacts, *, sandbox: Sandbox, config: ModelConfig
     ) -> None:
         try:
-            workspace, base = await self._workspace(session_id, facts, sandbox)
+            start = await self.preparation.start(session_id, facts)
         except GitError as exc:
             await self._fail(session_id, str(exc))
             return
+        workspace = start.workspace
+        preparing = asyncio.create_task(
+            self.preparation.prepare(facts, start=start, sandbox=sandbox)
+        )
         try:
-            await self._check_size(sandbox, workspace)
-            await self._run_setup(sandbox, workspace, facts)
-            await self._work(
-                session_id, facts, sandbox=sandbox, workspace=workspace, base=base, config=config
+            journal = await self._work(
+                session_id,
+                facts,
+                sandbox=sandbox,
+                start=start,
+                config=config,
+                ready=lambda: asyncio.shield(preparing),
             )
         except SetupFailed as exc:
+            await to_the_end(_settled(preparing))
             await self._fail(session_id, str(exc))
+            await to_the_end(self._clean_up(session_id, workspace))
+            return
         except BaseException:
             # Stopped mid-work (deleted, the server stopping) or a bug: tidy up only.
+            preparing.cancel()
+            await to_the_end(_settled(preparing))
             await to_the_end(self._clean_up(session_id, workspace))
             raise
-        await to_the_end(self._tidy(session_id, workspace, facts.source))
+        await to_the_end(self._tidy(session_id, facts.source, preparing, journal=journal))
 
     async def _tidy(
-        self, session_id: str, workspace: Workspace, source: SourceRecord | None
+        self,
+        session_id: str,
+        source: SourceRecord | None,
+        preparing: asyncio.Task[None],
+        *,
+        journal: DatabaseJournal,
     ) -> None:
-        """After a run that ended well: remove the workspace, and check out a tree for the
-        source's next session now, so that session does not wait for a full checkout."""
-        await self._clean_up(session_id, workspace)
+        """After a run that ended well: keep the workspace for the person's answer, or
+        remove it; and check out a tree for the source's next session now, so that session
+        does not wait for a full checkout."""
+        # The agent may have got here without the tree (a plan, a question): wait for it
+        # before keeping or removing it. If preparing it failed, nothing needed it; the
+        # next run prepares it again.
+        await _settled(preparing)
+        ready = not preparing.cancelled() and preparing.exception() is None
+        workspace = journal.workspace
+        async with self.db.read() as conn:
+            state = await runs.state_of(conn, session_id=session_id)
+        workspaces = workspace.root.parent
+        if ready and state in WAITING_FOR_A_PERSON and journal.at_checkpoint:
+            checkpoint = Checkpoint(base_commit=journal.base_commit, patch=journal.last_patch)
+            with span(Part.CLEANUP):
+                await asyncio.to_thread(
+                    kept_workspaces.keep,
+                    workspace,
+                    checkpoint=checkpoint,
+                    index_current=journal.index_current,
+                )
+        elif state not in RUNNABLE:
+            with span(Part.CLEANUP):
+                await asyncio.to_thread(workspace.remove)
+        with span(Part.CLEANUP):
+            await asyncio.to_thread(kept_workspaces.trim, workspaces)
         if source is not None:
             with span(Part.SPARE):
                 await asyncio.to_thread(self._prepare_spare, source)
-
-    async def _workspace(
-        self, session_id: str, facts: RunFacts, sandbox: Sandbox
-    ) -> tuple[Workspace, str]:
-        with span(Part.WORKSPACE):
-            try:
-                if facts.source is not None:
-                    await self._sync(facts.source)
-                workspace, base = await to_the_end(
-                    asyncio.to_thread(self._prepare, session_id, facts)
-                )
-            except asyncio.CancelledError:
-                # Stopped mid-checkout (e.g. the session was deleted): the checkout has
-                # ended by now; remove what it made instead of leaving it on disk.
-                root = workspace_path(self.settings.data_dir, session_id)
-                await to_the_end(asyncio.to_thread(Workspace(root).remove))
-                raise
-        with span(Part.SANDBOX_OWNERSHIP):
-            # A walk over every file (chown): off the event loop, which serves the API and
-            # every other session meanwhile; stopped meanwhile, the tree is removed.
-            try:
-                await to_the_end(asyncio.to_thread(sandbox.prepare_workspace, workspace.tree))
-            except asyncio.CancelledError:
-                await to_the_end(asyncio.to_thread(workspace.remove))
-                raise
-        return workspace, base
 
     async def _work(
         self,
@@ -176,41 +180,49 @@ class SessionWorker:
         facts: RunFacts,
         *,
         sandbox: Sandbox,
-        workspace: Workspace,
-        base: str,
+        start: Start,
         config: ModelConfig,
-    ) -> None:
+        ready: Callable[[], Awaitable[None]],
+    ) -> DatabaseJournal:
         """The agent's turns, then the finish step when the agent (or a run that died
-        after staging it) finished."""
+        after staging it) finished. Tools that use the tree wait for ``ready``."""
         if self._model_http is None:
             self._model_http = shared_http_client()
         model = Model(config, http_client=self._model_http)
         try:
-            transcript = await self._start(session_id, facts, workspace, base)
+            transcript = await self._start(session_id, facts, start.base_commit)
             journal = DatabaseJournal(
                 db=self.db,
                 session_id=session_id,
-                workspace=workspace,
-                base_commit=base,
+                workspace=start.workspace,
+                base_commit=start.base_commit,
                 source=facts.source.name if facts.source else "",
                 require_approval=facts.session.require_plan_approval,
                 last_patch=facts.checkpoint.patch if facts.checkpoint else "",
+                index_current=start.index_current,
             )
             finishing = transcript.finishing is not None
             if not finishing:
                 context = ToolContext(
-                    workspace=workspace,
+                    workspace=start.workspace,
                     sandbox=sandbox,
                     network=bool(facts.source and facts.source.network_allowed),
                     phase=transcript.phase,
                     bash_output_artifacts=self.settings.bash_output_artifacts,
                 )
-                agent = Agent(model=model, journal=journal, context=context, limits=self.limits)
+                agent = Agent(
+                    model=model,
+                    journal=journal,
+                    context=context,
+                    limits=self.limits,
+                    workspace_ready=ready,
+                )
                 finishing = await agent.run(transcript)
             if finishing:
                 await self._finish(session_id, facts, journal=journal, transcript=transcript)
         finally:
             await model.close()
+        return journal
 
     async def _finish(
         self, session_id: str, facts: RunFacts, *, journal: DatabaseJournal, transcript: Transcript
@@ -240,52 +252,6 @@ class SessionWorker:
             with span(Part.CLEANUP):
                 await asyncio.to_thread(workspace.remove)
 
-    async def _sync(self, source: SourceRecord) -> None:
-        """Bring the source's mirror up to date, sharing the fetch with runs starting now."""
-        mirror = self._mirror(source)
-        with span(Part.MIRROR_SYNC):
-            try:
-                await self._mirror_syncs.sync(mirror, lambda: self._sync_mirror(source, mirror))
-            except GitError as exc:
-                raise GitError(str(exc)) from None  # one exception object per run
-
-    def _prepare(self, session_id: str, facts: RunFacts) -> tuple[Workspace, str]:
-        """Blocking git work, run in a thread once the mirror is synced: clone, restore
-        the checkpoint."""
-        root = workspace_path(self.settings.data_dir, session_id)
-        checkpoint = facts.checkpoint
-        if facts.source is None:
-            workspace, base = create_empty(root=root)
-        else:
-            mirror = self._mirror(facts.source)
-            with span(Part.CHECKOUT):
-                workspace, base = create_from_mirror(
-                    mirror=mirror,
-                    root=root,
-                    branch=facts.branch,
-                    base_commit=checkpoint.base_commit if checkpoint else None,
-                )
-        if checkpoint is not None:
-            apply_patch(workspace, checkpoint.patch)
-        return workspace, base
-
-    def _sync_mirror(self, source: SourceRecord, mirror: Path) -> None:
-        try:
-            sync_mirror(url=source.url, mirror=mirror, auth=self._git_auth(source))
-        except GitError as exc:
-            where = redact_url(source.url)
-            github = source.forge is Forge.GITHUB
-            raise GitError(
-                f"Could not fetch the source repository: "
-                f"{explain_git_failure(str(exc), where=where, github=github)}"
-            ) from exc
-
-    def _mirror(self, source: SourceRecord) -> Path:
-        return mirror_path(self.settings.data_dir, owner=source.owner, repo=source.repo)
-
-    def _git_auth(self, source: SourceRecord) -> HttpAuth | None:
-        return self.github.git_auth(source.url) if source.forge is Forge.GITHUB else None
-
     def _publisher(self, session_id: str, facts: RunFacts) -> Publisher | None:
         """Who delivers the session's changes on finish: only AUTO_CREATE_PR sessions with
         a source (a repoless session's files stay in its changeSet)."""
@@ -297,7 +263,7 @@ class SessionWorker:
             session_title=facts.session.title,
             source=facts.source,
             base_branch=facts.branch,
-            mirror=self._mirror(facts.source),
+            mirror=self.preparation.mirror(facts.source),
             scratch_path=self.settings.data_dir / "deliveries" / f"{session_id}.git",
             github=self.github,
             author=Author(name=self.settings.git_author_name, email=self.settings.git_author_email),
@@ -305,57 +271,22 @@ class SessionWorker:
 
     def _prepare_spare(self, source: SourceRecord) -> None:
         try:
-            prepare_spare(mirror=self._mirror(source))
+            prepare_spare(mirror=self.preparation.mirror(source))
         except (GitError, OSError) as exc:  # only an optimisation: the next clone is slower
             log.warning("could not prepare a spare tree of %s: %s", source.name, exc)
 
-    async def _check_size(self, sandbox: Sandbox, workspace: Workspace) -> None:
-        """A tree over its limit as the run starts (its checkpoint is that large, or the
-        limit was lowered) leaves the agent no room to work."""
-        limit = sandbox.limits.workspace_bytes
-        used = await asyncio.to_thread(sandbox.workspace_used, workspace.tree)
-        if used > limit:
-            raise SetupFailed(
-                f"The session's workspace is {megabytes(used)} MB, over its limit of "
-                f"{megabytes(limit)} MB (OPENJULES_WORKSPACE_MAX_MB), so the session cannot "
-                "go on."
-            )
-
-    async def _run_setup(self, sandbox: Sandbox, workspace: Workspace, facts: RunFacts) -> None:
-        script = facts.source.setup_script if facts.source else None
-        if not script:
-            return
-        result = await sandbox.run(
-            script,
-            workspace=workspace.tree,
-            network=bool(facts.source and facts.source.network_allowed),
-            ro_binds=workspace.sandbox_binds(),
-        )
-        if result.workspace_over is not None:
-            over = result.workspace_over
-            raise SetupFailed(
-                "The source's setup script made the workspace larger than its limit of "
-                f"{megabytes(over.limit_bytes)} MB (now {megabytes(over.used_bytes)} MB; "
-                "OPENJULES_WORKSPACE_MAX_MB)."
-            )
-        if result.exit_code != 0:
-            tail = result.output.strip().splitlines()[-5:]
-            raise SetupFailed(
-                f"The source's setup script failed (exit code {result.exit_code}): "
-                + " / ".join(tail)
-            )
-
-    async def _start(
-        self, session_id: str, facts: RunFacts, workspace: Workspace, base: str
-    ) -> Transcript:
+    async def _start(self, session_id: str, facts: RunFacts, base: str) -> Transcript:
         """Move QUEUED into PLANNING or IN_PROGRESS and bring the transcript up to date."""
-        transcript = facts.transcript or Transcript(
-            messages=[
-                {"role": "system", "content": _system_prompt(workspace.tree)},
-                {"role": "user", "content": facts.session.prompt},
-            ],
-            phase=Phase.PLANNING,
-        )
+        transcript = facts.transcript
+        if transcript is None:
+            agents_md = await self.preparation.agents_md(facts, base_commit=base)
+            transcript = Transcript(
+                messages=[
+                    {"role": "system", "content": system_prompt(agents_md)},
+                    {"role": "user", "content": facts.session.prompt},
+                ],
+                phase=Phase.PLANNING,
+            )
         if facts.plan_approved and transcript.phase is Phase.PLANNING:
             transcript.phase = Phase.WORK
             transcript.messages.append(
@@ -392,15 +323,8 @@ class SessionWorker:
             await fail_session(conn, session_id=session_id, reason=reason)
 
 
-class SetupFailed(RuntimeError):
-    """The run cannot start: the message is the session's failure reason."""
-
-
-def _system_prompt(tree: Path) -> str:
-    agents_md = tree / "AGENTS.md"
-    instructions = ""
-    # A symlink could point anywhere on the host; only a regular file in the tree counts.
-    if agents_md.is_file() and not agents_md.is_symlink():
-        text = agents_md.read_text(errors="replace")[:AGENTS_MD_MAX_CHARS]
-        instructions = prompts.render("agents_md", agents_md=text)
-    return prompts.render("system", repository_instructions=instructions)
+async def _settled(task: asyncio.Task[None]) -> None:
+    """Wait for ``task`` to end, whatever it raised (the caller has its own error)."""
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        log.info("preparing a workspace failed: %s", task.exception())

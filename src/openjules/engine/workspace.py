@@ -27,12 +27,15 @@ import fcntl
 import os
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from openjules.engine.git import GitError, HttpAuth, run_git
+from openjules.engine.git import GitError, HttpAuth, run_git, run_git_result
 
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+# An index ends with the hash of its content (20 bytes for SHA-1; 32 covers SHA-256 too).
+INDEX_CHECKSUM_BYTES = 32
 
 
 # Where the sandbox sees the borrowed objects; the tree's alternates file points here.
@@ -95,9 +98,29 @@ class Workspace:
             cwd=self.tree,
         )
 
-    def patch(self, *, base_commit: str) -> str:
-        """The cumulative patch from ``base_commit`` to the work tree, new files included."""
+    def patch(self, *, base_commit: str, only: Sequence[str] | None = None) -> str:
+        """The cumulative patch from ``base_commit`` to the work tree, new files included
+        (``stage``, then ``staged_patch``)."""
+        self.stage(only=only)
+        return self.staged_patch(base_commit=base_commit)
+
+    def stage(self, *, only: Sequence[str] | None = None) -> None:
+        """Bring the private index up to date with the work tree.
+
+        With ``only``, the caller vouches that the index already holds every other change
+        (see ``DatabaseJournal``), so just those paths are staged: a few milliseconds
+        instead of a look at every file of the tree. Git refuses some paths it would skip
+        in a whole-tree add (ignored files, say); those take the whole-tree add."""
+        if only:
+            try:
+                self._host(["--literal-pathspecs", "add", "--all", "--", *only])
+                return
+            except GitError:
+                pass
         self._host(["add", "--all", "."])
+
+    def staged_patch(self, *, base_commit: str) -> str:
+        """The patch from ``base_commit`` to the private index."""
         return self._host(
             [
                 "diff",
@@ -108,6 +131,35 @@ class Workspace:
                 "--no-textconv",
                 base_commit,
             ]
+        )
+
+    def index_checksum(self) -> bytes:
+        """The private index's own checksum (its last bytes): equal checksums, equal
+        index, equal ``staged_patch``. Git leaves the file alone when staging changed
+        nothing."""
+        try:
+            with open(self.host_git / "index", "rb") as index:
+                index.seek(-INDEX_CHECKSUM_BYTES, os.SEEK_END)
+                return index.read()
+        except OSError:
+            return b""
+
+    def refresh_index(self) -> None:
+        """Record the files' current stat data in the private index where their content is
+        unchanged (after the tree was handed to another uid, every file's stat changed), so
+        the next whole-tree ``patch`` reads only files that really changed."""
+        # Exit status 1 only says some files differ from the index; those are left as is.
+        run_git_result(
+            [
+                "--git-dir",
+                str(self.host_git),
+                "--work-tree",
+                str(self.tree),
+                "update-index",
+                "-q",
+                "--refresh",
+            ],
+            cwd=self.tree,
         )
 
     def remove(self) -> None:
@@ -241,6 +293,10 @@ def _init_host_git(
     index_from: Path | None = None,
 ) -> None:
     run_git(["init", "--quiet", "--bare", str(workspace.host_git)])
+    # A split index: staging a few files rewrites a small index beside the shared one
+    # instead of every entry of the tree (a patch after each step stages files).
+    with open(workspace.host_git / "config", "a") as config:
+        config.write("[core]\n\tsplitIndex = true\n")
     if objects_from is not None:
         alternates = workspace.host_git / "objects" / "info" / "alternates"
         alternates.write_text(str((objects_from / "objects").resolve()) + "\n")

@@ -72,8 +72,9 @@ class Sandbox(Protocol):
         keeps the tree unchanged (the planning phase looks, it does not touch)."""
         ...
 
-    def prepare_workspace(self, tree: Path) -> None:
-        """Make ``tree`` usable by the commands (before the first ``run``)."""
+    def prepare_workspace(self, tree: Path, *, owned_by: tuple[int, int] | None = None) -> None:
+        """Make ``tree`` usable by the commands (before the first ``run``); ``owned_by``:
+        the (uid, gid) owning every file of the tree already, if known."""
         ...
 
     def workspace_used(self, tree: Path) -> int:

@@ -112,10 +112,20 @@ def run_as(uid: int | None, gid: int | None) -> RunAs | None:
 def chown_tree(tree: Path, owner: RunAs | None) -> None:
     if owner is None:
         return
+    uid, gid = owner.uid, owner.gid
+    # A file the uid owns already is left alone: a chown changes its ctime, and git then
+    # reads it again to tell whether it changed (a tree kept for the session's next run
+    # usually gets the same uid back).
     for root, dirs, files in os.walk(tree):
-        os.chown(root, owner.uid, owner.gid)
+        _own(root, uid, gid)
         for name in (*dirs, *files):
-            os.lchown(os.path.join(root, name), owner.uid, owner.gid)
+            _own(os.path.join(root, name), uid, gid)
+
+
+def _own(path: str, uid: int, gid: int) -> None:
+    st = os.lstat(path)
+    if st.st_uid != uid or st.st_gid != gid:
+        os.lchown(path, uid, gid)
 
 
 def tool(name: str) -> str:
@@ -341,7 +351,11 @@ class ProcessSandbox:
             return replace(self, uid=None, gid=None, accounts=None)
         return replace(self, uid=user.uid, gid=user.gid, accounts=user.accounts)
 
-    def prepare_workspace(self, tree: Path) -> None:
+    def prepare_workspace(self, tree: Path, *, owned_by: tuple[int, int] | None = None) -> None:
         """Give the sandbox uid ownership of the work tree (root servers only); the tree
-        may be one an earlier run's uid owned."""
-        chown_tree(tree, self.user)
+        may be one an earlier run's uid owned. ``owned_by``: the (uid, gid) that owns every
+        file of the tree already, when that is known (a tree kept from the last run)."""
+        user = self.user
+        if user is not None and owned_by == (user.uid, user.gid):
+            return
+        chown_tree(tree, user)

@@ -23,6 +23,7 @@ from openjules.settings import SandboxKind
 if TYPE_CHECKING:
     from openjules.engine.sandbox import Sandbox
 
+
 @dataclass(frozen=True)
 class SlottedSandbox:
     """``inner`` whose commands each hold one of ``slots`` while they run."""
@@ -60,8 +61,8 @@ class SlottedSandbox:
                 limits=limits,
             )
 
-    def prepare_workspace(self, tree: Path) -> None:
-        self.inner.prepare_workspace(tree)
+    def prepare_workspace(self, tree: Path, *, owned_by: tuple[int, int] | None = None) -> None:
+        self.inner.prepare_workspace(tree, owned_by=owned_by)
 
     def workspace_used(self, tree: Path) -> int:
         return self.inner.workspace_used(tree)

@@ -74,6 +74,9 @@ class ToolResult:
     content: str  # what the model reads
     activities: list[NewActivity] = field(default_factory=list)  # what users see
     mutated: bool = False  # the work tree may have changed: take a checkpoint
+    # With ``mutated``: the only paths (relative to the tree) that changed, when the tool
+    # knows them (the file tools); None when anything may have (a shell command).
+    changed_paths: tuple[str, ...] | None = None
     effect: Effect | None = None
     is_error: bool = False
 
@@ -93,6 +96,9 @@ class Tool(ABC):
     description: ClassVar[str]
     Args: ClassVar[type[ToolArgs]]
     phases: ClassVar[frozenset[Phase]] = frozenset(Phase)
+    # Whether the tool reads or changes the work tree: such a call waits until the
+    # workspace is ready (the first model turn is asked while it is being prepared).
+    uses_workspace: ClassVar[bool] = True
 
     def schema(self) -> dict[str, Any]:
         parameters = self.Args.model_json_schema()

@@ -31,6 +31,7 @@ class ProposePlanArgs(ToolArgs):
 
 class ProposePlanTool(Tool):
     name = "propose_plan"
+    uses_workspace = False
     description = (
         "Propose the plan once you understand the task and the code. Each step should be "
         "a verifiable unit of work. Planning ends here."
@@ -50,6 +51,7 @@ class CompleteStepArgs(ToolArgs):
 
 class CompleteStepTool(Tool):
     name = "complete_step"
+    uses_workspace = False
     description = (
         "Report that a plan step is done. The user sees the title, the description and "
         "the changes made so far."
@@ -70,6 +72,7 @@ class MessageArgs(ToolArgs):
 
 class MessageUserTool(Tool):
     name = "message_user"
+    uses_workspace = False
     description = "Tell the user something without waiting for an answer."
     Args = MessageArgs
 
@@ -79,6 +82,7 @@ class MessageUserTool(Tool):
 
 class AskUserTool(Tool):
     name = "ask_user"
+    uses_workspace = False
     description = (
         "Ask the user a question and stop until they answer. Use it only when you cannot "
         "proceed without their decision."
@@ -101,6 +105,7 @@ class FinishArgs(ToolArgs):
 
 class FinishTool(Tool):
     name = "finish"
+    uses_workspace = False
     description = "Finish the task when every step is done and checked."
     Args = FinishArgs
     phases = frozenset({Phase.WORK})

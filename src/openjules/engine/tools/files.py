@@ -252,7 +252,11 @@ class WriteFile(Tool):
             return error(str(exc))
         except OSError as exc:
             return _os_error("write", args.path, exc)
-        return ToolResult(content=f"Wrote {len(data)} bytes to {args.path}", mutated=True)
+        return ToolResult(
+            content=f"Wrote {len(data)} bytes to {args.path}",
+            mutated=True,
+            changed_paths=(str(path.relative_to(root)),),
+        )
 
 
 def _size(path: Path) -> int:
@@ -345,7 +349,9 @@ class EditFile(Tool):
         replaced = count if args.replace_all else 1
         plural = "s" if replaced > 1 else ""
         return ToolResult(
-            content=f"Replaced {replaced} occurrence{plural} in {args.path}", mutated=True
+            content=f"Replaced {replaced} occurrence{plural} in {args.path}",
+            mutated=True,
+            changed_paths=(str(path.relative_to(root)),),
         )
 
 
