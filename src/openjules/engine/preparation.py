@@ -37,6 +37,7 @@ from openjules.engine.kept_workspaces import Kept
 from openjules.engine.mirror_syncs import MirrorSyncs
 from openjules.engine.sandbox import Sandbox
 from openjules.engine.sandbox.disk import megabytes
+from openjules.engine.tree_work import TreeWork
 from openjules.engine.uninterrupted import to_the_end
 from openjules.engine.workspace import (
     EMPTY_TREE,
@@ -67,6 +68,8 @@ class Start:
 
     workspace: Workspace  # where the tree is (or will be)
     base_commit: str
+    # A new session's AGENTS.md at the base commit (None: none, or not a new session).
+    agents_md: str | None
     # The workspace kept by the session's last run (None: it is prepared afresh).
     kept: Kept | None
     # Whether the workspace's private index will hold every change of the tree.
@@ -76,56 +79,51 @@ class Start:
 class Preparation:
     """Mirrors and workspaces of one engine's runs."""
 
-    def __init__(self, *, data_dir: Path, github: GitHubAccess) -> None:
+    def __init__(self, *, data_dir: Path, github: GitHubAccess, trees: TreeWork) -> None:
         self.data_dir = data_dir
         self.github = github
+        self.trees = trees
         self._syncs = MirrorSyncs()
 
     def mirror(self, source: SourceRecord) -> Path:
         return mirror_path(self.data_dir, owner=source.owner, repo=source.repo)
 
     async def start(self, session_id: str, facts: RunFacts) -> Start:
-        """Adopt the kept workspace, or sync the mirror and find the base commit.
-        ``GitError`` (with the session's failure reason) when the source cannot be read."""
+        """Adopt the kept workspace, or sync the mirror and find the base commit; and for a
+        new session, read its AGENTS.md. ``GitError`` (with the session's failure reason)
+        when the source cannot be read."""
         root = workspace_path(self.data_dir, session_id)
         checkpoint = facts.checkpoint
         source = facts.source
         kept = await asyncio.to_thread(kept_workspaces.take, root, checkpoint=checkpoint)
+        if checkpoint is None or facts.transcript is None:
+            kept = None  # not a later run of the session: rebuilt (not expected to happen)
+        agents_md: str | None = None
         if source is None:
             workspace, base = Workspace(root), EMPTY_TREE
         else:
-            objects = (self.mirror(source) / "objects").resolve()
-            workspace = Workspace(root, borrowed_objects=objects)
-            if kept is not None and checkpoint is not None:
-                base = checkpoint.base_commit
-            else:
+            mirror = self.mirror(source)
+            workspace = Workspace(root, borrowed_objects=(mirror / "objects").resolve())
+            if kept is None:
                 with span(Part.WORKSPACE):
-                    base = await self._base(source, facts)
-        if kept is not None:
-            return Start(workspace, base, kept=kept, index_current=kept.index_current)
+                    await self._sync(source, mirror)
+                # One thread hop for both lookups: in a burst of runs, each hop waits.
+                base, agents_md = await asyncio.to_thread(
+                    _base_and_instructions, mirror, facts, read=facts.transcript is None
+                )
+        if kept is not None and checkpoint is not None:
+            base = checkpoint.base_commit
+            return Start(workspace, base, agents_md, kept=kept, index_current=kept.index_current)
         restored = checkpoint is not None and bool(checkpoint.patch.strip())
         setup = bool(source and source.setup_script)
-        return Start(workspace, base, kept=None, index_current=not (restored or setup))
+        return Start(workspace, base, agents_md, kept=None, index_current=not (restored or setup))
 
-    async def _base(self, source: SourceRecord, facts: RunFacts) -> str:
-        mirror = self.mirror(source)
+    async def _sync(self, source: SourceRecord, mirror: Path) -> None:
         with span(Part.MIRROR_SYNC):
             try:
                 await self._syncs.sync(mirror, lambda: self._sync_mirror(source, mirror))
             except GitError as exc:
                 raise GitError(str(exc)) from None  # one exception object per run
-        if facts.checkpoint is not None:
-            return facts.checkpoint.base_commit
-        ref = f"refs/heads/{facts.branch}^{{commit}}"
-        return (await asyncio.to_thread(run_git, ["rev-parse", ref], cwd=mirror)).strip()
-
-    async def agents_md(self, facts: RunFacts, *, base_commit: str) -> str | None:
-        """The text of the repository's AGENTS.md at the base commit, if it is a regular
-        file there (a symbolic link could point anywhere on the host)."""
-        if facts.source is None:
-            return None
-        mirror = self.mirror(facts.source)
-        return await asyncio.to_thread(_regular_file_text, mirror, base_commit, AGENTS_MD)
 
     async def prepare(self, facts: RunFacts, *, start: Start, sandbox: Sandbox) -> None:
         """Make ``start.workspace`` ready for the sandbox's commands: check it out (unless
@@ -143,11 +141,11 @@ class Preparation:
             with span(Part.WORKSPACE):
                 try:
                     await to_the_end(
-                        asyncio.to_thread(self._check_out, facts, workspace, start.base_commit)
+                        self.trees.run(self._check_out, facts, workspace, start.base_commit)
                     )
                 except asyncio.CancelledError:
                     # The checkout has ended by now: remove what it made.
-                    await to_the_end(asyncio.to_thread(workspace.remove))
+                    await to_the_end(self.trees.run(workspace.remove))
                     raise
         with span(Part.SANDBOX_OWNERSHIP):
             # A walk over every file (chown): off the event loop, which serves the API and
@@ -155,10 +153,10 @@ class Preparation:
             try:
                 owned_by = start.kept.owner if start.kept else None
                 await to_the_end(
-                    asyncio.to_thread(sandbox.prepare_workspace, workspace.tree, owned_by=owned_by)
+                    self.trees.run(sandbox.prepare_workspace, workspace.tree, owned_by=owned_by)
                 )
             except asyncio.CancelledError:
-                await to_the_end(asyncio.to_thread(workspace.remove))
+                await to_the_end(self.trees.run(workspace.remove))
                 raise
         if start.kept is None:
             # A kept tree was within its limit when its run ended; its commands and file
@@ -201,7 +199,7 @@ class Preparation:
         """A tree over its limit as the run starts (its checkpoint is that large, or the
         limit was lowered) leaves the agent no room to work."""
         limit = sandbox.limits.workspace_bytes
-        used = await asyncio.to_thread(sandbox.workspace_used, workspace.tree)
+        used = await self.trees.run(sandbox.workspace_used, workspace.tree)
         if used > limit:
             raise SetupFailed(
                 f"The session's workspace is {megabytes(used)} MB, over its limit of "
@@ -239,6 +237,17 @@ def system_prompt(agents_md: str | None) -> str:
     if agents_md:
         instructions = prompts.render("agents_md", agents_md=agents_md[:AGENTS_MD_MAX_CHARS])
     return prompts.render("system", repository_instructions=instructions)
+
+
+def _base_and_instructions(mirror: Path, facts: RunFacts, *, read: bool) -> tuple[str, str | None]:
+    """The run's base commit (the checkpoint's, else the branch's head) and, if ``read``,
+    the text of AGENTS.md there."""
+    if facts.checkpoint is not None:
+        base = facts.checkpoint.base_commit
+    else:
+        ref = f"refs/heads/{facts.branch}^{{commit}}"
+        base = run_git(["rev-parse", ref], cwd=mirror).strip()
+    return base, _regular_file_text(mirror, base, AGENTS_MD) if read else None
 
 
 def _regular_file_text(repository: Path, commit: str, path: str) -> str | None:

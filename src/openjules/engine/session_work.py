@@ -36,6 +36,7 @@ from openjules.engine.model import (
 from openjules.engine.preparation import Preparation, SetupFailed, Start, system_prompt
 from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox
 from openjules.engine.tools.base import ToolContext
+from openjules.engine.tree_work import TreeWork
 from openjules.engine.uninterrupted import to_the_end
 from openjules.engine.workspace import Workspace, prepare_spare
 from openjules.settings import Settings
@@ -69,7 +70,10 @@ class SessionWorker:
         )
         # Built on first use, in the event loop the sessions run in.
         self._model_http: DefaultAsyncHttpxClient | None = None
-        self.preparation = Preparation(data_dir=settings.data_dir, github=self.github)
+        self.trees = TreeWork()
+        self.preparation = Preparation(
+            data_dir=settings.data_dir, github=self.github, trees=self.trees
+        )
         # Sandbox commands of all this engine's sessions take turns for these.
         self._command_slots = asyncio.Semaphore(settings.commands_at_once())
 
@@ -78,6 +82,7 @@ class SessionWorker:
         http, self._model_http = self._model_http, None
         if http is not None:
             await http.aclose()
+        self.trees.close()
 
     async def run_session(self, session_id: str) -> None:
         with observing(self.observe(session_id) if self.observe else None):
@@ -159,7 +164,7 @@ class SessionWorker:
         if ready and state in WAITING_FOR_A_PERSON and journal.at_checkpoint:
             checkpoint = Checkpoint(base_commit=journal.base_commit, patch=journal.last_patch)
             with span(Part.CLEANUP):
-                await asyncio.to_thread(
+                await self.trees.run(
                     kept_workspaces.keep,
                     workspace,
                     checkpoint=checkpoint,
@@ -167,12 +172,12 @@ class SessionWorker:
                 )
         elif state not in RUNNABLE:
             with span(Part.CLEANUP):
-                await asyncio.to_thread(workspace.remove)
+                await self.trees.run(workspace.remove)
         with span(Part.CLEANUP):
-            await asyncio.to_thread(kept_workspaces.trim, workspaces)
+            await self.trees.run(kept_workspaces.trim, workspaces)
         if source is not None:
             with span(Part.SPARE):
-                await asyncio.to_thread(self._prepare_spare, source)
+                await self.trees.run(self._prepare_spare, source)
 
     async def _work(
         self,
@@ -190,7 +195,7 @@ class SessionWorker:
             self._model_http = shared_http_client()
         model = Model(config, http_client=self._model_http)
         try:
-            transcript = await self._start(session_id, facts, start.base_commit)
+            transcript = await self._start(session_id, facts, start)
             journal = DatabaseJournal(
                 db=self.db,
                 session_id=session_id,
@@ -250,7 +255,7 @@ class SessionWorker:
             state = await runs.state_of(conn, session_id=session_id)
         if state not in RUNNABLE:
             with span(Part.CLEANUP):
-                await asyncio.to_thread(workspace.remove)
+                await self.trees.run(workspace.remove)
 
     def _publisher(self, session_id: str, facts: RunFacts) -> Publisher | None:
         """Who delivers the session's changes on finish: only AUTO_CREATE_PR sessions with
@@ -275,14 +280,14 @@ class SessionWorker:
         except (GitError, OSError) as exc:  # only an optimisation: the next clone is slower
             log.warning("could not prepare a spare tree of %s: %s", source.name, exc)
 
-    async def _start(self, session_id: str, facts: RunFacts, base: str) -> Transcript:
+    async def _start(self, session_id: str, facts: RunFacts, start: Start) -> Transcript:
         """Move QUEUED into PLANNING or IN_PROGRESS and bring the transcript up to date."""
+        base = start.base_commit
         transcript = facts.transcript
         if transcript is None:
-            agents_md = await self.preparation.agents_md(facts, base_commit=base)
             transcript = Transcript(
                 messages=[
-                    {"role": "system", "content": system_prompt(agents_md)},
+                    {"role": "system", "content": system_prompt(start.agents_md)},
                     {"role": "user", "content": facts.session.prompt},
                 ],
                 phase=Phase.PLANNING,
