@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from openjules.engine.sandbox import (
     UnsandboxedSandbox,
     sandbox_from_settings,
 )
-from openjules.engine.sandbox.process import RunAs
+from openjules.engine.sandbox.process import RunAs, chown_tree
 from openjules.settings import Settings
 from tests.engine.agent_support import needs_bubblewrap
 from tests.support import processes_with
@@ -243,3 +244,88 @@ async def test_the_unsandboxed_development_backend_still_clears_the_environment(
     assert result.exit_code == 0
     assert "sk-model-secret-123" not in result.output
     assert result.output.strip().endswith("256")  # the process limit still applies
+
+
+# --- handing the work tree to the sandbox uid (root servers) ---------------------------
+
+
+def _small_tree(tmp_path: Path) -> Path:
+    tree = tmp_path / "handed"
+    (tree / "src" / "pkg").mkdir(parents=True)
+    (tree / "README.md").write_text("hello\n")
+    (tree / "src" / "pkg" / "mod.py").write_text("X = 1\n")
+    (tree / "link").symlink_to("README.md")
+    return tree
+
+
+def _stats(tree: Path) -> dict[str, tuple[int, int, int]]:
+    """(uid, gid, ctime_ns) of every entry of ``tree`` (symbolic links themselves)."""
+    found = {}
+    for path in [tree, *tree.rglob("*")]:
+        st = os.lstat(path)
+        found[str(path.relative_to(tree))] = (st.st_uid, st.st_gid, st.st_ctime_ns)
+    return found
+
+
+def _clock_moves_past(tree: Path, tmp_path: Path) -> None:
+    """Until a change made now would give a file a later ctime than any in ``tree`` (the
+    kernel's file clock ticks coarsely): so an unneeded chown would show."""
+    latest = max(ctime for _uid, _gid, ctime in _stats(tree).values())
+    probe = tmp_path / "clock-probe"
+    probe.touch()
+    deadline = time.monotonic() + 5
+    while os.stat(probe).st_ctime_ns <= latest:
+        assert time.monotonic() < deadline, "the file clock never moved on"
+        os.utime(probe)
+
+
+def _root_user(own_user: RunAs | None) -> RunAs:
+    if own_user is None:
+        pytest.skip("only a root server hands the tree to another uid")
+    return own_user
+
+
+async def test_handing_a_tree_to_its_owner_again_leaves_every_file_untouched(
+    tmp_path: Path, own_user: RunAs | None
+) -> None:
+    user = _root_user(own_user)
+    tree = _small_tree(tmp_path)
+    chown_tree(tree, user)
+    first = _stats(tree)
+    assert {(uid, gid) for uid, gid, _ in first.values()} == {(user.uid, user.gid)}
+    _clock_moves_past(tree, tmp_path)
+
+    chown_tree(tree, user)
+
+    assert _stats(tree) == first  # same owners, same ctimes: git need not read them again
+
+
+async def test_a_tree_known_to_be_the_sandbox_users_is_not_walked(
+    tmp_path: Path, own_user: RunAs | None
+) -> None:
+    user = _root_user(own_user)
+    sandbox = BubblewrapSandbox().with_user(user)
+    tree = _small_tree(tmp_path)  # the server's (root's) files
+    before = _stats(tree)
+    _clock_moves_past(tree, tmp_path)
+
+    sandbox.prepare_workspace(tree, owned_by=(user.uid, user.gid))
+
+    assert _stats(tree) == before
+
+
+@pytest.mark.parametrize("owned_by", [None, (0, 0), "another sandbox uid"])
+async def test_a_tree_of_another_owner_is_handed_to_the_sandbox_user(
+    tmp_path: Path, own_user: RunAs | None, owned_by: tuple[int, int] | str | None
+) -> None:
+    user = _root_user(own_user)
+    sandbox = BubblewrapSandbox().with_user(user)
+    tree = _small_tree(tmp_path)
+    if isinstance(owned_by, str):  # kept from a run whose uid was another one
+        previous = (user.uid + 1, user.gid + 1)
+        chown_tree(tree, RunAs(uid=previous[0], gid=previous[1]))
+        owned_by = previous
+
+    sandbox.prepare_workspace(tree, owned_by=owned_by)
+
+    assert {(uid, gid) for uid, gid, _ in _stats(tree).values()} == {(user.uid, user.gid)}

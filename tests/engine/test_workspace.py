@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from openjules.engine.workspace import (
     Workspace,
@@ -190,3 +193,111 @@ def test_a_spare_serves_a_session_on_another_branch_and_base(tmp_path: Path) -> 
     assert sorted(p.name for p in pinned.tree.iterdir()) == [".git", ".gitignore", "app.py",
                                                               "old.txt"]
     assert agent_git(pinned, "status", "--porcelain") == ""
+
+
+# --- staging a step's paths alone (see DatabaseJournal.index_current) -------------------
+
+
+def _clock_moves_past(tree: Path, tmp_path: Path) -> None:
+    """Until a file written now gets a later mtime than any file of ``tree`` (the kernel's
+    file clock ticks coarsely)."""
+    latest = max(p.lstat().st_mtime_ns for p in tree.rglob("*"))
+    probe = tmp_path / "clock-probe"
+    probe.touch()
+    deadline = time.monotonic() + 5
+    while probe.stat().st_mtime_ns <= latest:
+        assert time.monotonic() < deadline, "the file clock never moved on"
+        os.utime(probe)
+
+
+def _edit(tree: Path, path: str, text: str) -> None:
+    (tree / path).parent.mkdir(parents=True, exist_ok=True)
+    (tree / path).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("app.py", "print('hello, world')\n"),
+        ("top.txt", "new\n"),
+        ("new/deeper/mod.py", "VALUE = 1\n"),
+    ],
+    ids=["edited", "new file", "file in a new directory"],
+)
+def test_staging_only_the_changed_path_gives_the_whole_tree_patch(
+    tmp_path: Path, path: str, text: str
+) -> None:
+    _source, _mirror, workspace, base = _workspace(tmp_path)
+    _edit(workspace.tree, path, text)
+
+    workspace.stage(only=[path])
+    staged = workspace.staged_patch(base_commit=base)
+
+    assert f"+{text.strip()}" in staged
+    assert staged == workspace.patch(base_commit=base)  # a whole-tree add
+
+
+def test_steps_staging_their_own_paths_add_up_to_the_whole_tree_patch(tmp_path: Path) -> None:
+    _source, _mirror, workspace, base = _workspace(tmp_path)
+    _edit(workspace.tree, "app.py", "print('step one')\n")
+    workspace.stage(only=["app.py"])
+    _edit(workspace.tree, "lib/util.py", "HELP = True\n")
+    workspace.stage(only=["lib/util.py"])
+    _edit(workspace.tree, "app.py", "print('step three')\n")
+    workspace.stage(only=["app.py"])
+
+    staged = workspace.staged_patch(base_commit=base)
+
+    assert "+print('step three')" in staged
+    assert "+HELP = True" in staged
+    assert staged == workspace.patch(base_commit=base)
+
+
+def test_staging_only_some_paths_leaves_the_others_unstaged(tmp_path: Path) -> None:
+    """The caller vouches that the index holds every other change: nothing else is read."""
+    _source, _mirror, workspace, base = _workspace(tmp_path)
+    _edit(workspace.tree, "app.py", "print('named')\n")
+    _edit(workspace.tree, "other.txt", "not named\n")
+
+    workspace.stage(only=["app.py"])
+
+    staged = workspace.staged_patch(base_commit=base)
+    assert "+print('named')" in staged
+    assert "other.txt" not in staged
+
+
+def test_a_path_git_refuses_to_stage_falls_back_to_the_whole_tree(tmp_path: Path) -> None:
+    _source, _mirror, workspace, base = _workspace(tmp_path)
+    _edit(workspace.tree, "app.py", "print('changed by a command')\n")
+    _edit(workspace.tree, "build/out.txt", "ignored by .gitignore\n")
+
+    workspace.stage(only=["build/out.txt"])  # git add refuses an ignored path
+    staged = workspace.staged_patch(base_commit=base)
+
+    assert "+print('changed by a command')" in staged
+    assert "build/out.txt" not in staged
+    assert staged == workspace.patch(base_commit=base)
+
+
+def test_the_index_checksum_changes_only_when_staging_changed_the_index(
+    tmp_path: Path,
+) -> None:
+    _source, _mirror, workspace, _base = _workspace(tmp_path)
+    _edit(workspace.tree, "app.py", "print('one')\n")
+    # Files written in the index's own clock tick are "racily clean": git reads them again
+    # at the next add. Past that tick, only git's own bookkeeping remains: the add after
+    # it writes a new shared index (split index) marks the entries updated in it, once.
+    _clock_moves_past(workspace.tree, tmp_path)
+    workspace.stage()
+    workspace.stage()
+    settled = workspace.index_checksum()
+    assert settled
+
+    workspace.stage()  # nothing changed since
+    assert workspace.index_checksum() == settled
+    workspace.stage(only=["app.py"])
+    assert workspace.index_checksum() == settled
+
+    _edit(workspace.tree, "app.py", "print('two, then')\n")
+    workspace.stage(only=["app.py"])
+    assert workspace.index_checksum() != settled

@@ -135,8 +135,9 @@ class Workspace:
 
     def index_checksum(self) -> bytes:
         """The private index's own checksum (its last bytes): equal checksums, equal
-        index, equal ``staged_patch``. Git leaves the file alone when staging changed
-        nothing."""
+        index, equal ``staged_patch``. A stage that changed no file usually leaves it
+        equal; not always (after a new shared index, or files as new as the index, git
+        rewrites some entries' bookkeeping), and then the patch is just computed again."""
         try:
             with open(self.host_git / "index", "rb") as index:
                 index.seek(-INDEX_CHECKSUM_BYTES, os.SEEK_END)
