@@ -42,8 +42,8 @@ prepare_spare and a clone without checkout are shown for comparison.
 Then as many sessions again with ``requirePlanApproval`` (bench/_approval.py), one after
 another: from the create request to the first activity (planGenerated) and from the
 approvePlan request to the agent's next activity after planApproved (the first command's
-progress update: a new run claims the job, rebuilds the workspace, asks the model, edits a
-file and runs a command), both seen on the activity stream (``activities?alt=sse``), which
+progress update: a new run claims the job, adopts the workspace the planning run kept (or
+rebuilds it), asks the model, edits a file and runs a command), both seen on the activity stream (``activities?alt=sse``), which
 shows an activity when its transaction commits, with no poll interval added and no polling
 load on the server. The plan is approved once the planning run has ended, as it has by the
 time a person has read it.
@@ -600,7 +600,7 @@ def report_approvals(approvals: Sequence[ApprovalTimes]) -> tuple[float, float]:
     print(f"  approvePlan -> the agent's next activity ({'/'.join(kinds)})  {following:.3f} s")
     print(
         "  (the next activity is the first command's progress update: a new run claims the "
-        "job, prepares the workspace, asks the model, edits a file, runs a command)"
+        "job, adopts the kept workspace, asks the model, edits a file, runs a command)"
     )
     head = "spans ended in the interval, median s"
     print(f"  {head:<42} {'create->first':>13} {'approve->next':>13}")

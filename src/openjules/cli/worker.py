@@ -29,6 +29,7 @@ def worker(concurrency: int | None, *, settings: Settings) -> None:
     # Imported here: the engine costs start-up time every other command avoids.
     from openjules.cli.status import print_status
     from openjules.engine.service import EngineService
+    from openjules.server import keep_out_of_collections
     from openjules.store.migrate import upgrade_to_head
 
     check_data_dir(settings)  # workspaces live there, whatever the database
@@ -43,6 +44,7 @@ def worker(concurrency: int | None, *, settings: Settings) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with EngineService(settings=settings, workers=workers) as engine:
+            keep_out_of_collections()
             click.echo(
                 f"openjules worker {engine.runner.identity}: {workers} concurrent session(s)"
             )
