@@ -43,10 +43,10 @@ Then as many sessions again with ``requirePlanApproval`` (bench/_approval.py), o
 another: from the create request to the first activity (planGenerated) and from the
 approvePlan request to the agent's next activity after planApproved (the first command's
 progress update: a new run claims the job, adopts the workspace the planning run kept (or
-rebuilds it), asks the model, edits a file and runs a command), both seen on the activity stream (``activities?alt=sse``), which
-shows an activity when its transaction commits, with no poll interval added and no polling
-load on the server. The plan is approved once the planning run has ended, as it has by the
-time a person has read it.
+rebuilds it), asks the model, edits a file and runs a command), both seen on the activity
+stream (``activities?alt=sse``), which shows an activity when its transaction commits,
+with no poll interval added and no polling load on the server. The plan is approved once
+the planning run has ended, as it has by the time a person has read it.
 
 With ``--auto-pr`` the source lives on a fake GitHub (real HTTP, git over HTTP into a bare
 repository) and sessions ask for AUTOMATION_MODE AUTO_CREATE_PR: each finish commits the

@@ -26,7 +26,9 @@ from openjules.api.state import AppState
 from openjules.store import quotas, session_actions, session_wire, sessions
 from openjules.store.session_actions import Action
 from openjules.store.session_wire import render_session
+from openjules.store.sessions import SessionRecord
 from openjules.store.users import User
+from openjules.store.writer import Writer
 
 # Every text a request brings is checked before the route sees it (api.limits).
 router = APIRouter(prefix="/v1alpha", dependencies=[Depends(checked_request)])
@@ -46,15 +48,15 @@ async def new_session_json(
     state: AppState, *, user: User, body: CreateSessionRequest | None
 ) -> bytes:
     """Create ``user``'s session, as ``sessions.create`` answers it (also ``api.hot_path``)."""
-    async with state.db.write() as conn:
-        await quotas.count_session_create(
-            conn, owner_id=user.id, daily_limit=state.settings.user_daily_sessions
-        )
-        session = await sessions.create(
-            conn,
-            owner_id=user.id,
-            request=body or CreateSessionRequest(),
-        )
+    request = body or CreateSessionRequest()
+    daily_limit = state.settings.user_daily_sessions
+
+    async def create(writer: Writer) -> SessionRecord:
+        await quotas.count_create(writer, owner_id=user.id, daily_limit=daily_limit)
+        return await sessions.create_on(writer, owner_id=user.id, request=request)
+
+    # Straight through the driver (store.direct_write): the API's hottest write.
+    session = await state.db.transact(create)
     await state.wake(session.id)
     return session_wire.session_json(session, base_url=state.public_base_url)
 

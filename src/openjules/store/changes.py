@@ -75,20 +75,35 @@ EVERYTHING: Final = Everything()
 Listener = Callable[[Change | Everything], None]
 
 
-async def announce(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
-    """Record, in the transaction on ``conn``, that this session changed."""
+# Built once: every announce on PostgreSQL sends it (``Database.write`` and the direct
+# writes of ``store.direct_write`` alike).
+NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
+def notify_params(*, origin: str, owner_id: int, session_id: str) -> dict[str, str]:
+    return {"channel": CHANNEL, "payload": f"{origin}|{owner_id}|{session_id}"}
+
+
+def remember(pending: set[Change], *, owner_id: int, session_id: str) -> bool:
+    """Add the change to a transaction's ``pending`` ones; whether it is new there."""
     change = Change(owner_id=owner_id, session_id=session_id, announced_us=now_us())
-    pending: set[Change] = conn.info.setdefault(PENDING_KEY, set())
     if change in pending:
         pending.discard(change)  # the later time: after every update of the transaction
         pending.add(change)
-        return
+        return False
     pending.add(change)
+    return True
+
+
+async def announce(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
+    """Record, in the transaction on ``conn``, that this session changed."""
+    pending: set[Change] = conn.info.setdefault(PENDING_KEY, set())
+    if not remember(pending, owner_id=owner_id, session_id=session_id):
+        return
     if conn.dialect.name == "postgresql":
         origin = conn.info.get(ORIGIN_KEY, "")
         await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": CHANNEL, "payload": f"{origin}|{owner_id}|{session_id}"},
+            NOTIFY, notify_params(origin=origin, owner_id=owner_id, session_id=session_id)
         )
 
 

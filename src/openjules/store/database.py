@@ -1,6 +1,7 @@
 """Engine setup and transactions for SQLite (embedded default) and PostgreSQL.
 
-Two promises to the callers of ``read()`` and ``write()``:
+Two promises to the callers of ``read()``, ``write()`` and ``transact()`` (a write
+transaction straight through the driver, ``store.direct_write``):
 
 - On SQLite, writes through one ``Database`` never fail with "database is locked" (a
   process has one: the API and the engine share it): they take turns on one fair,
@@ -12,19 +13,22 @@ Two promises to the callers of ``read()`` and ``write()``:
   timed out, no pooled connection free) raises ``DatabaseUnavailable``, which the API
   answers with 503 UNAVAILABLE and Retry-After; anything else (an integrity or data
   error, a bug) propagates unchanged. Getting a connection is retried once, since
-  nothing of the caller's work has been sent yet; a statement or a commit never is.
+  nothing of the caller's work has been sent yet; a statement or a commit never is
+  (except that a direct write on PostgreSQL does its work again, once, on a new
+  connection when a pooled one turns out dead before its COMMIT went out).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 from sqlalchemy import event, text
@@ -35,13 +39,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from openjules._errors import Unavailable
 from openjules.store.changes import ORIGIN_KEY, ChangeFeed, take_announced
 from openjules.store.direct import DirectReads, PoolOptions, direct_reads
-from openjules.store.inline_sqlite import InlineConnection, is_busy
+from openjules.store.direct_write import direct_writes
+from openjules.store.inline_sqlite import (
+    BUSY_FIRST_PAUSE_S,
+    BUSY_MAX_PAUSE_S,
+    InlineConnection,
+    is_busy,
+)
+from openjules.store.writer import ConnectionWriter, DirectWrites, Writer
 from openjules.timing import Part, span
 
 if TYPE_CHECKING:
     from openjules.settings import Settings
 
 log = logging.getLogger("openjules.store")
+T = TypeVar("T")
 
 # How long a write waits for SQLite's lock held by another process before it fails.
 DEFAULT_BUSY_TIMEOUT_S = 10.0
@@ -60,11 +72,6 @@ UNAVAILABLE_MESSAGE = "The database is unavailable. Try again later."
 # pooled connection that just died usually needs a moment, not a hammering.
 RECONNECT_PAUSE_S = 0.2
 
-# How long a write first waits for another process's SQLite lock before trying again
-# (doubling up to the second value): about what SQLite's own busy handler does.
-BUSY_FIRST_PAUSE_S = 0.001
-BUSY_MAX_PAUSE_S = 0.05
-
 # Enough pooled connections for the server's concurrency: an overflow connection is
 # closed on return, and reopening one (thread, file, pragmas) costs milliseconds. Each of
 # the two engines may open as many again as overflow. Several serving processes
@@ -78,6 +85,10 @@ MIN_POOL_SIZE = 5
 # together share one round trip, so a few connections carry a busy server, and every
 # serving process holds its own (a server's max_connections is shared by all of them).
 DIRECT_READ_CONNECTIONS = 4
+# And of its direct write transactions (``transact``, ``store.direct_write``; two round
+# trips each), at most half the pool size. They come out of the write engine's overflow,
+# so a process opens no more connections than before they existed.
+DIRECT_WRITE_CONNECTIONS = 8
 
 # SQLite errors that say the file cannot be used right now, rather than that the
 # statement is wrong (e.g. "no such table", "Expression tree is too large": bugs, 500).
@@ -174,6 +185,7 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        direct_writers = max(1, min(DIRECT_WRITE_CONNECTIONS, pool_size // 2))
         options = _EngineOptions(
             echo=echo,
             is_sqlite=self.is_sqlite,
@@ -181,6 +193,7 @@ class Database:
             pool_timeout_seconds=pool_timeout_seconds,
             busy_timeout_seconds=busy_timeout_seconds,
             pool_size=pool_size,
+            overflow=pool_size,
         )
         self._busy_timeout_seconds = busy_timeout_seconds
         file = sqlite_path(url)
@@ -190,7 +203,11 @@ class Database:
         self._inline_writes = file is not None and not parsed.query
         self.engine: AsyncEngine = _create_engine(
             url,
-            options=options,
+            options=(
+                options
+                if self.is_sqlite
+                else dataclasses.replace(options, overflow=max(0, pool_size - direct_writers))
+            ),
             autocommit=False,
             inline_file=file if self._inline_writes else None,
         )
@@ -204,19 +221,26 @@ class Database:
         self._write_turn = asyncio.Lock()
         self._writer: asyncio.Task[Any] | None = None
         self._wal_path = Path(f"{file}-wal") if file else None
-        # The API's hot reads, straight through the driver (``store.direct``).
+        pool = PoolOptions(
+            size=DIRECT_READ_CONNECTIONS,
+            connect_timeout_seconds=connect_timeout_seconds,
+            pool_timeout_seconds=pool_timeout_seconds,
+            reconnect_pause_seconds=RECONNECT_PAUSE_S,
+            connect_args=_postgres_connect_args(connect_timeout_seconds),
+        )
+        # The API's hot reads and writes, straight through the driver (``store.direct``,
+        # ``store.direct_write``; writes: None where only SQLAlchemy serves the URL).
         self.reads: DirectReads = direct_reads(
             url,
             engine=self.read_engine,
             busy_timeout_seconds=busy_timeout_seconds,
-            pool=PoolOptions(
-                size=DIRECT_READ_CONNECTIONS,
-                connect_timeout_seconds=connect_timeout_seconds,
-                pool_timeout_seconds=pool_timeout_seconds,
-                reconnect_pause_seconds=RECONNECT_PAUSE_S,
-                connect_args=_postgres_connect_args(connect_timeout_seconds),
-            ),
+            pool=pool,
             translated=translated,
+        )
+        self._direct_writes: DirectWrites | None = direct_writes(
+            url,
+            busy_timeout_seconds=busy_timeout_seconds,
+            pool=dataclasses.replace(pool, size=direct_writers),
         )
         # Who hears about changed sessions in this process (started by whoever needs it).
         self.changes = ChangeFeed(database=self, poll_seconds=change_poll_seconds)
@@ -257,6 +281,26 @@ class Database:
                 async with self._sqlite_transaction() as conn:
                     yield conn
                 await self._bound_wal()
+
+    async def transact(self, work: Callable[[Writer], Awaitable[T]]) -> T:
+        """``work(writer)`` in one write transaction, as ``write()`` runs one (the same
+        promises; changes published after the commit), straight through the driver where
+        ``store.direct_write`` serves the database."""
+        direct = self._direct_writes
+        if direct is None:
+            async with self.write() as conn:
+                return await work(ConnectionWriter(conn))
+        origin = self.changes.origin
+        with span(Part.DATABASE), translated():
+            if not self.is_sqlite:
+                result, announced = await direct.transact(work, origin=origin)
+                self.changes.publish(announced)
+                return result
+            async with self._sqlite_turn():
+                result, announced = await direct.transact(work, origin=origin)
+                self.changes.publish(announced)
+                await self._bound_wal()
+            return result
 
     @asynccontextmanager
     async def _sqlite_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -347,6 +391,8 @@ class Database:
         if self._closing:  # releases that outlived a cancelled caller end first
             await asyncio.wait(self._closing, timeout=CLOSE_WAIT_S)
         await self.reads.close()
+        if self._direct_writes is not None:
+            await self._direct_writes.close()
         await self.engine.dispose()
         await self.read_engine.dispose()
 
@@ -422,6 +468,7 @@ class _EngineOptions:
     pool_timeout_seconds: float
     busy_timeout_seconds: float
     pool_size: int
+    overflow: int  # connections opened beyond the pool when it is busy (closed on return)
 
 
 def _create_engine(
@@ -430,7 +477,7 @@ def _create_engine(
     kwargs: dict[str, Any] = {
         "echo": options.echo,
         "pool_size": options.pool_size,
-        "max_overflow": options.pool_size,
+        "max_overflow": options.overflow,
         # A request waits this long for a pooled connection, not SQLAlchemy's 30 s.
         "pool_timeout": options.pool_timeout_seconds,
     }

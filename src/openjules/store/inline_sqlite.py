@@ -24,6 +24,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+# How long a writer first waits for another process's SQLite lock before trying again
+# (doubling up to the second value): about what SQLite's own busy handler does.
+BUSY_FIRST_PAUSE_S = 0.001
+BUSY_MAX_PAUSE_S = 0.05
+
 
 class InlineCursor:
     __slots__ = ("_cursor",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules._types import State
 from openjules.store import tables
 from openjules.store.clock import now_us
+
+if TYPE_CHECKING:
+    from openjules.store.writer import Writer
 
 # Session states in which the agent has work to do; any other state holds no worker.
 RUNNABLE = frozenset({State.QUEUED, State.PLANNING, State.IN_PROGRESS})
@@ -69,15 +72,16 @@ async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
 _INSERT = tables.jobs.insert()
 
 
-async def enqueue_new(conn: AsyncConnection, *, session_id: str) -> None:
+async def enqueue_new(writer: Writer, *, session_id: str) -> None:
     """The job of a session created in this transaction (it can have none yet): the
     insert of ``enqueue`` without its look for an existing row."""
     now = now_us()
-    await conn.execute(
-        _INSERT,
+    await writer.run(
+        "jobs.insert",
+        lambda: _INSERT,
         {
             "session_id": session_id,
-            "state": JobState.READY,
+            "state": JobState.READY.value,
             "attempts": 0,
             "generation": 1,
             "available_time": now,

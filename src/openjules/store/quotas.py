@@ -16,14 +16,18 @@ create rolls back with its transaction, so refusals use no quota.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import Delete, Select, and_, bindparam, delete, false, func, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 
 from openjules._errors import ResourceExhausted
 from openjules.store import tables
 from openjules.store.clock import now_us
+from openjules.store.writer import ConnectionWriter, Writer
 
 DAY_US = 86_400 * 1_000_000
 _D = tables.user_session_days.c
@@ -45,47 +49,74 @@ def _exhausted(*, limit: int, now: int) -> ResourceExhausted:
     )
 
 
-async def _created_today_still_there(conn: AsyncConnection, *, owner_id: int, day: int) -> int:
-    """The user's sessions of ``day`` that still exist: where the count starts when the
+def _known_statement() -> Select[Any]:
+    return select(_D.created).where(
+        and_(_D.user_id == bindparam("owner_id"), _D.day == bindparam("day"))
+    )
+
+
+def _still_there_statement() -> Select[Any]:
+    """The user's sessions of a day that still exist: where the count starts when the
     quota was switched on during the day (deleted ones are not known any more)."""
     s = tables.sessions.c
-    found = await conn.execute(
-        select(func.count()).where(
-            # archived spelled out: the owner's list index leads with (owner_id, archived).
-            s.owner_id == owner_id,
-            s.archived.in_([False, True]),
-            s.create_time >= day * DAY_US,
-        )
+    return select(func.count()).where(
+        # archived spelled out: the owner's list index leads with (owner_id, archived).
+        # (As SQL constants: a compiled statement of store.direct_write carries no list.)
+        s.owner_id == bindparam("owner_id"),
+        s.archived.in_([false(), true()]),
+        s.create_time >= bindparam("since"),
     )
-    return int(found.scalar_one())
+
+
+def _forget_statement() -> Delete:
+    return delete(tables.user_session_days).where(
+        _D.user_id == bindparam("owner_id"), _D.day < bindparam("day")
+    )
+
+
+def _count_statement(dialect_name: str) -> Callable[[], ReturningInsert[Any]]:
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+
+    def build() -> ReturningInsert[Any]:
+        return (
+            insert(tables.user_session_days)
+            .values(user_id=bindparam("owner_id"), day=bindparam("day"), created=bindparam("start"))
+            .on_conflict_do_update(
+                index_elements=[_D.user_id, _D.day], set_={"created": _D.created + 1}
+            )
+            .returning(_D.created)
+        )
+
+    return build
 
 
 async def count_session_create(conn: AsyncConnection, *, owner_id: int, daily_limit: int) -> None:
+    """``count_create`` in SQLAlchemy's transaction on ``conn``."""
+    await count_create(ConnectionWriter(conn), owner_id=owner_id, daily_limit=daily_limit)
+
+
+async def count_create(writer: Writer, *, owner_id: int, daily_limit: int) -> None:
     """Count a session ``owner_id`` is creating in this transaction against their daily
     quota; ``ResourceExhausted`` when it is used up (``daily_limit`` 0: no quota)."""
     if daily_limit <= 0:
         return
     now = now_us()
     day = now // DAY_US
-    known = (
-        await conn.execute(select(_D.created).where(and_(_D.user_id == owner_id, _D.day == day)))
-    ).scalar()
+    params = {"owner_id": owner_id, "day": day}
+    found = await writer.rows("quotas.known", _known_statement, params)
+    known = found[0][0] if found else None
     if known is not None and known >= daily_limit:
         raise _exhausted(limit=daily_limit, now=now)  # a read: refusals cost no write
     start = 0
     if known is None:  # the user's first create today: earlier days' rows go
-        start = await _created_today_still_there(conn, owner_id=owner_id, day=day)
-        await conn.execute(
-            delete(tables.user_session_days).where(_D.user_id == owner_id, _D.day < day)
+        still = await writer.rows(
+            "quotas.still_there", _still_there_statement, {**params, "since": day * DAY_US}
         )
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    counted = await conn.execute(
-        insert(tables.user_session_days)
-        .values(user_id=owner_id, day=day, created=start + 1)
-        .on_conflict_do_update(
-            index_elements=[_D.user_id, _D.day], set_={"created": _D.created + 1}
-        )
-        .returning(_D.created)
+        start = int(still[0][0])
+        await writer.run("quotas.forget", _forget_statement, params)
+    dialect = writer.dialect_name
+    counted = await writer.rows(
+        ("quotas.count", dialect), _count_statement(dialect), {**params, "start": start + 1}
     )
-    if counted.scalar_one() > daily_limit:
+    if counted[0][0] > daily_limit:
         raise _exhausted(limit=daily_limit, now=now)

@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row, Select, and_, bindparam, delete, or_, select, update
@@ -30,6 +31,7 @@ from openjules.store import (
 from openjules.store.clock import new_session_id, now_us
 from openjules.store.direct import DirectReads
 from openjules.store.query import Condition, Filter, Op, filter_clause
+from openjules.store.writer import ConnectionWriter, Writer
 
 TITLE_MAX_CHARS = 80
 SESSION_ID = re.compile(r"^[0-9]{1,20}$")
@@ -98,8 +100,24 @@ class SessionRecord:
         )
 
 
+def _source_statement() -> Select[Any]:
+    return select(tables.sources).where(tables.sources.c.name == bindparam("name"))
+
+
+_SOURCE_COLUMNS = tuple(c.key for c in tables.sources.c)
+
+
+async def _source(writer: Writer, *, name: str) -> sources.SourceRecord:
+    """``sources.get``, in the create's transaction on ``writer`` (the row turned into a
+    record by ``sources``' own mapping, which reads columns as attributes)."""
+    found = await writer.rows("sources.get", _source_statement, {"name": name})
+    if not found:
+        raise NotFound()
+    return sources._record(SimpleNamespace(**dict(zip(_SOURCE_COLUMNS, found[0], strict=True))))
+
+
 async def _resolve_source(
-    conn: AsyncConnection, request: CreateSessionRequest
+    writer: Writer, request: CreateSessionRequest
 ) -> tuple[str | None, str | None]:
     context = request.source_context
     if context is None:
@@ -111,7 +129,7 @@ async def _resolve_source(
             field_violations=[FieldViolation(field, "A source name is required.")],
         )
     try:
-        record = await sources.get(conn, name=context.source)
+        record = await _source(writer, name=context.source)
     except NotFound:
         message = (
             f"Source {context.source!r} was not found. List sources with GET /v1alpha/sources."
@@ -142,13 +160,25 @@ async def create(
     owner_id: int,
     request: CreateSessionRequest,
 ) -> SessionRecord:
+    """``create_on`` in SQLAlchemy's transaction on ``conn``."""
+    return await create_on(ConnectionWriter(conn), owner_id=owner_id, request=request)
+
+
+async def create_on(
+    writer: Writer,
+    *,
+    owner_id: int,
+    request: CreateSessionRequest,
+) -> SessionRecord:
+    """A new QUEUED session with its job, its change announced and its session.created
+    webhook events, in the transaction on ``writer``."""
     prompt = request.prompt or ""
     if not prompt.strip():
         raise InvalidArgument(
             "The prompt is required.",
             field_violations=[FieldViolation("session.prompt", "The prompt must not be empty.")],
         )
-    source_name, branch = await _resolve_source(conn, request)
+    source_name, branch = await _resolve_source(writer, request)
     now = now_us()
     session_id = new_session_id()
     row = {
@@ -170,11 +200,11 @@ async def create(
         "last_activity_time": 0,
         "working_branch": None,
     }
-    await conn.execute(_INSERT, row)
-    await jobs.enqueue_new(conn, session_id=session_id)
+    await writer.run("sessions.insert", lambda: _INSERT, row)
+    await jobs.enqueue_new(writer, session_id=session_id)
     record = SessionRecord.from_row(row)
-    await changes.announce(conn, owner_id=owner_id, session_id=session_id)
-    await webhook_outbox.record_created(conn, session=record)
+    await writer.announce(owner_id=owner_id, session_id=session_id)
+    await webhook_outbox.record_created(writer, session=record)
     return record
 
 

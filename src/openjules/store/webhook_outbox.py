@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, case, delete, exists, func, or_, select, update
+from sqlalchemy import Insert, and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
@@ -36,6 +36,7 @@ from openjules.store.session_wire import render_session, session_url
 if TYPE_CHECKING:
     from openjules.store.sessions import SessionRecord
     from openjules.store.transitions import TransitionResult
+    from openjules.store.writer import Writer
 
 E = WebhookEventType
 _W = tables.webhooks.c
@@ -98,9 +99,9 @@ def new_message_id() -> str:
     return f"msg_{secrets.token_hex(16)}"
 
 
-async def _write(conn: AsyncConnection, hooks: Sequence[_Hook], events: Sequence[_Event]) -> None:
+def _event_rows(hooks: Sequence[_Hook], events: Sequence[_Event]) -> list[dict[str, Any]]:
     now = now_us()
-    rows = [
+    return [
         {
             "webhook_id": hook.id,
             "message_id": new_message_id(),
@@ -121,6 +122,10 @@ async def _write(conn: AsyncConnection, hooks: Sequence[_Hook], events: Sequence
         for hook in hooks
         if hook.wants(event.type)
     ]
+
+
+async def _write(conn: AsyncConnection, hooks: Sequence[_Hook], events: Sequence[_Event]) -> None:
+    rows = _event_rows(hooks, events)
     if rows:
         await conn.execute(tables.webhook_events.insert(), rows)
 
@@ -132,13 +137,22 @@ def _session_snapshot(record: SessionRecord) -> dict[str, Any]:
     return wire
 
 
-async def record_created(conn: AsyncConnection, *, session: SessionRecord) -> None:
-    """session.created."""
-    hooks = await _hooks(conn, session.owner_id)
-    if not hooks:
+async def record_created(writer: Writer, *, session: SessionRecord) -> None:
+    """session.created (a create's one event: no look-up to share with others)."""
+    found = await writer.rows("webhooks.of", lambda: _HOOKS_OF, {"owner_id": session.owner_id})
+    if not found:
         return
+    hooks = [
+        _Hook(id=hook_id, event_types=frozenset(json.loads(types))) for hook_id, types in found
+    ]
     event = _Event(E.SESSION_CREATED, session.id, {"session": _session_snapshot(session)})
-    await _write(conn, hooks, [event])
+    rows = _event_rows(hooks, [event])
+    if rows:
+        await writer.run_many("webhook_events.insert", _events_insert, rows)
+
+
+def _events_insert() -> Insert:
+    return tables.webhook_events.insert()
 
 
 async def record_transition(
