@@ -23,10 +23,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Insert, and_, bindparam, case, delete, exists, func, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Insert,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from openjules._types import PullRequest, Session, WebhookEventType
 from openjules.store import sessions, tables
@@ -34,6 +47,7 @@ from openjules.store.clock import format_timestamp, now_us
 from openjules.store.session_wire import render_session, session_url
 
 if TYPE_CHECKING:
+    from openjules.store.direct import DirectReads
     from openjules.store.sessions import SessionRecord
     from openjules.store.transitions import TransitionResult
     from openjules.store.writer import Writer
@@ -249,7 +263,7 @@ def _first_pending_of_its_session() -> ColumnElement[bool]:
     )
 
 
-def _claimable(now: int) -> ColumnElement[bool]:
+def _claimable(now: int | BindParameter[int]) -> ColumnElement[bool]:
     return and_(
         _V.state == EventState.PENDING.value,
         _V.next_attempt_time <= now,
@@ -258,29 +272,38 @@ def _claimable(now: int) -> ColumnElement[bool]:
     )
 
 
-async def any_due(conn: AsyncConnection) -> bool:
-    """Whether ``claim`` would find something: a read, so that an idle sender does not
-    take the write lock (on SQLite, one for the whole database) only to find nothing."""
-    found = await conn.execute(select(_V.id).where(_claimable(now_us())).limit(1))
-    return found.first() is not None
+async def look(reads: DirectReads) -> tuple[bool, int | None]:
+    """Whether ``claim`` would find something and, if not, when the next event could be
+    claimed (a retry coming due, a lease expiring; None: nothing pending). Reads only, so
+    an idle sender does not take the write lock (on SQLite, one for the whole database) to
+    find nothing; and on the hot path (``store.direct``: statements compiled once, no
+    pooled SQLAlchemy connection), as the sender looks after every burst of changes."""
+    due = await reads.tuples("webhook_events.any_due", _any_due, {"now": now_us()})
+    if due:
+        return True, None
+    found = await reads.tuples("webhook_events.next_due", _next_due, {})
+    value = found[0][0] if found else None
+    return False, None if value is None else int(value)
 
 
-async def next_due_time(conn: AsyncConnection) -> int | None:
-    """When the next event could be claimed (a retry coming due, a lease expiring)."""
-    due = case(
+def _any_due() -> Select[Any]:
+    return select(_V.id).where(_claimable(bindparam("now", type_=BigInteger))).limit(1)
+
+
+def _next_due() -> Select[Any]:
+    return select(func.min(_due_time())).where(
+        _V.state == EventState.PENDING.value, _first_pending_of_its_session()
+    )
+
+
+def _due_time() -> ColumnElement[int]:
+    return case(
         (
             and_(_V.lease_expire_time.is_not(None), _V.lease_expire_time > _V.next_attempt_time),
             _V.lease_expire_time,
         ),
         else_=_V.next_attempt_time,
     )
-    found = await conn.execute(
-        select(func.min(due)).where(
-            _V.state == EventState.PENDING.value, _first_pending_of_its_session()
-        )
-    )
-    value = found.scalar()
-    return None if value is None else int(value)
 
 
 async def claim(conn: AsyncConnection, *, owner: str, lease_us: int, limit: int) -> list[DueEvent]:

@@ -139,9 +139,7 @@ class WebhookSender:
         room = self.concurrency - len(self._in_flight)
         if room <= 0:
             return MAX_IDLE_S  # a delivery that ends wakes the loop
-        async with self.db.read() as conn:
-            due = await webhook_outbox.any_due(conn)
-            upcoming = None if due else await webhook_outbox.next_due_time(conn)
+        due, upcoming = await webhook_outbox.look(self.db.reads)
         if not due:
             if upcoming is None:
                 return MAX_IDLE_S
