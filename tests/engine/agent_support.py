@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from openjules.settings import Settings
+from openjules.store import tables
+from openjules.store.oneshot import run_write
 from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
 from openjules.testing import register_source as register
 from tests.support import api_client, git, make_repo
@@ -98,3 +100,16 @@ def patch_applies(repo: Path, patch: str, tmp_path: Path) -> Path:
     git("apply", "--check", str(tmp_path / "final.diff"), cwd=check)
     git("apply", str(tmp_path / "final.diff"), cwd=check)
     return check
+
+
+def job_state(server: LiveServer, session_id: str) -> str:
+    """The state of the session's job ("" when it has none): "done" once its run ended and
+    the job was released, housekeeping included."""
+
+    async def action(conn: Any) -> str:
+        row = (
+            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
+        ).first()
+        return str(row.state) if row is not None else ""
+
+    return run_write(server.settings.resolved_database_url(), action)

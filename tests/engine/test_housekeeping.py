@@ -14,10 +14,8 @@ import httpx
 import pytest
 
 from openjules.engine.workspace import mirror_path, spares_path
-from openjules.store import tables
-from openjules.store.oneshot import run_write
 from openjules.testing import FakeModel, LiveServer, register_source
-from tests.engine.agent_support import call, needs_bubblewrap
+from tests.engine.agent_support import call, job_state, needs_bubblewrap
 from tests.support import TERMINAL, make_repo, wait_for_state
 
 pytestmark = needs_bubblewrap
@@ -28,16 +26,6 @@ FILES = 4000  # enough that checking out the spare outlasts several lease renewa
 def agent_settings_overrides() -> dict[str, Any]:
     # Renewals every 0.1 s: one lands while the spare tree is being checked out.
     return {"workers": 1, "lease_seconds": 0.3}
-
-
-def _job_state(server: LiveServer, session_id: str) -> str:
-    async def action(conn: Any) -> str:
-        row = (
-            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
-        ).first()
-        return str(row.state) if row is not None else ""
-
-    return run_write(server.settings.resolved_database_url(), action)
 
 
 def test_the_spare_tree_is_ready_when_the_job_is_released(
@@ -58,7 +46,7 @@ def test_the_spare_tree_is_ready_when_the_job_is_released(
     assert wait_for_state(client, sid, set(TERMINAL))["state"] == "COMPLETED"
 
     deadline = time.monotonic() + 60
-    while _job_state(agent_server, sid) != "done":
+    while job_state(agent_server, sid) != "done":
         assert time.monotonic() < deadline, "the job was never released"
         time.sleep(0.02)
     # Released: the housekeeping is over, whatever the renewals said meanwhile.

@@ -23,11 +23,9 @@ import pytest
 from openjules.engine import kept_workspaces
 from openjules.engine.kept_workspaces import LOCK, MARKER
 from openjules.engine.workspace import EMPTY_TREE, Workspace, create_empty
-from openjules.store import tables
 from openjules.store.agent_state import Checkpoint
-from openjules.store.oneshot import run_write
 from openjules.testing import FakeModel, Fault, LiveServer
-from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
+from tests.engine.agent_support import call, job_state, needs_bubblewrap, patch_applies
 from tests.support import TERMINAL, git, list_activities, wait_for_state
 
 INODE = "stat -c %i AGENTS.md"
@@ -42,20 +40,10 @@ WORK = [
 # --- end to end ------------------------------------------------------------------------
 
 
-def _job_state(server: LiveServer, session_id: str) -> str:
-    async def action(conn: Any) -> str:
-        row = (
-            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
-        ).first()
-        return str(row.state) if row is not None else ""
-
-    return run_write(server.settings.resolved_database_url(), action)
-
-
 def _wait_released(server: LiveServer, session_id: str) -> None:
     """Until the session's run has ended and its job is released (housekeeping over)."""
     deadline = time.monotonic() + 30
-    while _job_state(server, session_id) != "done":
+    while job_state(server, session_id) != "done":
         assert time.monotonic() < deadline, "the run's job was never released"
         time.sleep(0.02)
 

@@ -15,11 +15,11 @@ import httpx
 
 from openjules.engine.kept_workspaces import MARKER
 from openjules.engine.repository import read_source
-from openjules.store import sources, tables
+from openjules.store import sources
 from openjules.store.oneshot import run_write
 from openjules.testing import FakeModel, LiveServer
 from tests.agent_kit import GO, HOLD, HOLD_S, held, release, wait_until
-from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
+from tests.engine.agent_support import call, job_state, needs_bubblewrap, patch_applies
 from tests.support import TERMINAL, git, list_activities, make_repo, wait_for_state
 
 pytestmark = needs_bubblewrap
@@ -63,16 +63,6 @@ def _tree(server: LiveServer, session_id: str) -> Path:
     return server.settings.data_dir / "workspaces" / session_id / "tree"
 
 
-def _job_state(server: LiveServer, session_id: str) -> str:
-    async def action(conn: Any) -> str:
-        row = (
-            await conn.execute(tables.jobs.select().where(tables.jobs.c.session_id == session_id))
-        ).first()
-        return str(row.state) if row is not None else ""
-
-    return run_write(server.settings.resolved_database_url(), action)
-
-
 def test_the_plan_shows_while_the_setup_script_still_runs(
     client: httpx.Client, agent_server: LiveServer, fake_model: FakeModel, tmp_path: Path
 ) -> None:
@@ -109,7 +99,7 @@ def test_the_plan_shows_while_the_setup_script_still_runs(
     release(agent_server, sid)
     # The planning run ends once the setup script is done, keeping the prepared tree.
     deadline = time.monotonic() + 30
-    while _job_state(agent_server, sid) != "done":
+    while job_state(agent_server, sid) != "done":
         assert time.monotonic() < deadline, "the planning run never ended"
         time.sleep(0.02)
     assert (tree.parent / MARKER).exists()

@@ -351,19 +351,7 @@ class _PostgresReads(DirectReads):
         return rows
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            return await self._connect_once()
-        except (psycopg.OperationalError, OSError, TimeoutError):
-            # Nothing was sent yet: one more try after a pause, as Database does.
-            await asyncio.sleep(self._options.reconnect_pause_seconds)
-            return await self._connect_once()
-
-    async def _connect_once(self) -> psycopg.AsyncConnection[Any]:
-        # libpq's connect_timeout bounds each attempt; this bounds the whole of it.
-        async with asyncio.timeout(self._options.connect_timeout_seconds + 1):
-            return await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, **self._options.connect_args
-            )
+        return await connect_postgres(self._conninfo, options=self._options)
 
     async def close(self) -> None:
         if self._batches:
@@ -371,6 +359,24 @@ class _PostgresReads(DirectReads):
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
+
+
+async def connect_postgres(conninfo: str, *, options: PoolOptions) -> psycopg.AsyncConnection[Any]:
+    """A new autocommit connection for the direct paths; one more try after a pause when
+    the first fails (nothing was sent yet), as ``Database`` does."""
+    try:
+        return await _connect_once(conninfo, options)
+    except (psycopg.OperationalError, OSError, TimeoutError):
+        await asyncio.sleep(options.reconnect_pause_seconds)
+        return await _connect_once(conninfo, options)
+
+
+async def _connect_once(conninfo: str, options: PoolOptions) -> psycopg.AsyncConnection[Any]:
+    # libpq's connect_timeout bounds each attempt; this bounds the whole of it.
+    async with asyncio.timeout(options.connect_timeout_seconds + 1):
+        return await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, **options.connect_args
+        )
 
 
 def direct_reads(

@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 
 from openjules.store import changes
 from openjules.store.changes import Change
-from openjules.store.direct import PoolOptions
+from openjules.store.direct import PoolOptions, connect_postgres
 from openjules.store.writer import (
     Build,
     Compiled,
@@ -269,19 +269,7 @@ class PostgresWrites(DirectWrites):
             self._idle.append(conn)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        try:
-            return await self._connect_once()
-        except (psycopg.OperationalError, OSError, TimeoutError):
-            # Nothing was sent yet: one more try after a pause, as Database does.
-            await asyncio.sleep(self._options.reconnect_pause_seconds)
-            return await self._connect_once()
-
-    async def _connect_once(self) -> psycopg.AsyncConnection[Any]:
-        # libpq's connect_timeout bounds each attempt; this bounds the whole of it.
-        async with asyncio.timeout(self._options.connect_timeout_seconds + 1):
-            return await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, **self._options.connect_args
-            )
+        return await connect_postgres(self._conninfo, options=self._options)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
