@@ -22,6 +22,7 @@ import pytest
 
 from openjules.engine import kept_workspaces
 from openjules.engine.kept_workspaces import LOCK, MARKER
+from openjules.engine.sandbox.disk import DiskMeter, TreeMeasure, filesystem_used, tree_bytes
 from openjules.engine.workspace import EMPTY_TREE, Workspace, create_empty
 from openjules.store.agent_state import Checkpoint
 from openjules.testing import FakeModel, Fault, LiveServer
@@ -315,6 +316,32 @@ def test_take_adopts_a_workspace_at_its_checkpoint_once(tmp_path: Path) -> None:
     assert kept.owner == (tree.st_uid, tree.st_gid)
     assert not (workspace.root / MARKER).exists()
     assert kept_workspaces.take(workspace.root, checkpoint=_checkpoint()) is None
+
+
+def test_the_last_runs_measure_of_the_tree_comes_back_and_spares_the_first_walk(
+    tmp_path: Path,
+) -> None:
+    workspace, base = create_empty(root=tmp_path / "1")
+    (workspace.tree / "data.txt").write_text("x" * 100_000)
+    # Deliberately not the tree's real size: a walk would find the real one.
+    known = TreeMeasure(used_bytes=12_345, filesystem_used=filesystem_used(workspace.tree))
+    kept_workspaces.keep(
+        workspace,
+        checkpoint=Checkpoint(base_commit=base, patch=""),
+        index_current=True,
+        measured=known,
+    )
+    kept = kept_workspaces.take(workspace.root, checkpoint=_checkpoint())
+    assert kept is not None
+    assert kept.measured == known
+
+    meter = DiskMeter()
+    meter.adopt(workspace.tree, known)
+    budget = meter.budget(workspace.tree, limit_bytes=1 << 30, file_cap=1 << 20)
+    # The known bytes plus at most the file system's growth since: no walk of the tree.
+    assert budget.start.used < tree_bytes(workspace.tree)
+    assert budget.start.used >= known.used_bytes
+    budget.finish()
 
 
 def test_take_refuses_a_workspace_at_another_checkpoint_and_forgets_it(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from openjules.engine.sandbox.disk import TreeMeasure
 from openjules.engine.workspace import Workspace
 from openjules.store.agent_state import Checkpoint
 
@@ -47,6 +48,8 @@ class Kept:
     # The (uid, gid) that owns every file of the tree: the last run's sandbox uid (its
     # commands cannot make files of another owner; the file tools adopt the directory's).
     owner: tuple[int, int]
+    # The last run's measure of the tree's disk use (None: it took none).
+    measured: TreeMeasure | None = None
 
 
 def _fingerprint(checkpoint: Checkpoint) -> dict[str, str]:
@@ -56,7 +59,13 @@ def _fingerprint(checkpoint: Checkpoint) -> dict[str, str]:
     }
 
 
-def keep(workspace: Workspace, *, checkpoint: Checkpoint, index_current: bool) -> None:
+def keep(
+    workspace: Workspace,
+    *,
+    checkpoint: Checkpoint,
+    index_current: bool,
+    measured: TreeMeasure | None = None,
+) -> None:
     """Leave ``workspace`` for the session's next run; its tree is at ``checkpoint``.
 
     Blocking (a look at every file's stat data): run it in a thread."""
@@ -69,6 +78,7 @@ def keep(workspace: Workspace, *, checkpoint: Checkpoint, index_current: bool) -
             **_fingerprint(checkpoint),
             "index_current": index_current,
             "owner": [tree.st_uid, tree.st_gid],
+            "measured": [measured.used_bytes, measured.filesystem_used] if measured else None,
         }
     )
     partial = workspace.root / f"{MARKER}.{secrets.token_hex(4)}"
@@ -100,7 +110,20 @@ def take(root: Path, *, checkpoint: Checkpoint | None) -> Kept | None:
     owner = recorded.get("owner")
     if not (isinstance(owner, list) and len(owner) == 2 and all(isinstance(i, int) for i in owner)):
         return None
-    return Kept(index_current=recorded.get("index_current") is True, owner=(owner[0], owner[1]))
+    return Kept(
+        index_current=recorded.get("index_current") is True,
+        owner=(owner[0], owner[1]),
+        measured=_measure(recorded.get("measured")),
+    )
+
+
+def _measure(recorded: object) -> TreeMeasure | None:
+    if not (isinstance(recorded, list) and len(recorded) == 2):
+        return None
+    used, filesystem = recorded
+    if not (isinstance(used, int) and isinstance(filesystem, int)):
+        return None
+    return TreeMeasure(used_bytes=used, filesystem_used=filesystem)
 
 
 def trim(

@@ -151,9 +151,14 @@ class Preparation:
             # A walk over every file (chown): off the event loop, which serves the API and
             # every other session meanwhile; stopped meanwhile, the tree is removed.
             try:
-                owned_by = start.kept.owner if start.kept else None
+                kept = start.kept
                 await to_the_end(
-                    self.trees.run(sandbox.prepare_workspace, workspace.tree, owned_by=owned_by)
+                    self.trees.run(
+                        sandbox.prepare_workspace,
+                        workspace.tree,
+                        owned_by=kept.owner if kept else None,
+                        measured=kept.measured if kept else None,
+                    )
                 )
             except asyncio.CancelledError:
                 await to_the_end(self.trees.run(workspace.remove))

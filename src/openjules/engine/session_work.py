@@ -139,7 +139,9 @@ class SessionWorker:
             await to_the_end(_settled(preparing))
             await to_the_end(self._clean_up(session_id, workspace))
             raise
-        await to_the_end(self._tidy(session_id, facts.source, preparing, journal=journal))
+        await to_the_end(
+            self._tidy(session_id, facts.source, preparing, journal=journal, sandbox=sandbox)
+        )
 
     async def _tidy(
         self,
@@ -148,6 +150,7 @@ class SessionWorker:
         preparing: asyncio.Task[None],
         *,
         journal: DatabaseJournal,
+        sandbox: Sandbox,
     ) -> None:
         """After a run that ended well: keep the workspace for the person's answer, or
         remove it; and check out a tree for the source's next session now, so that session
@@ -169,6 +172,7 @@ class SessionWorker:
                     workspace,
                     checkpoint=checkpoint,
                     index_current=journal.index_current,
+                    measured=sandbox.last_measure(workspace.tree),
                 )
         elif state not in RUNNABLE:
             with span(Part.CLEANUP):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from openjules.engine.sandbox.bubblewrap import WORKSPACE_MOUNT, BubblewrapSandbox
+from openjules.engine.sandbox.disk import TreeMeasure
 from openjules.engine.sandbox.process import (
     BASE_ENV,
     CommandResult,
@@ -72,9 +73,20 @@ class Sandbox(Protocol):
         keeps the tree unchanged (the planning phase looks, it does not touch)."""
         ...
 
-    def prepare_workspace(self, tree: Path, *, owned_by: tuple[int, int] | None = None) -> None:
-        """Make ``tree`` usable by the commands (before the first ``run``); ``owned_by``:
-        the (uid, gid) owning every file of the tree already, if known."""
+    def prepare_workspace(
+        self,
+        tree: Path,
+        *,
+        owned_by: tuple[int, int] | None = None,
+        measured: TreeMeasure | None = None,
+    ) -> None:
+        """Make ``tree`` usable by the commands (before the first ``run``); for a tree an
+        earlier run left untouched, ``owned_by``: the (uid, gid) owning every file of it,
+        and ``measured``: that run's last measure of it."""
+        ...
+
+    def last_measure(self, tree: Path) -> TreeMeasure | None:
+        """The last measure of ``tree`` by this sandbox's commands or tools, if any."""
         ...
 
     def workspace_used(self, tree: Path) -> int:

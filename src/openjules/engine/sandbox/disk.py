@@ -104,6 +104,16 @@ class Measure:
     walked_at: float
 
 
+@dataclass(frozen=True)
+class TreeMeasure:
+    """What a work tree held at its last measure, and its file system then: enough for a
+    later run on the same untouched tree to start without walking it again (the tree can
+    only have grown by as much as the file system has since)."""
+
+    used_bytes: int
+    filesystem_used: int
+
+
 def measure(tree: Path) -> Measure:
     started = time.monotonic()
     filesystem = filesystem_used(tree)
@@ -160,6 +170,27 @@ class DiskMeter:
     def remember(self, tree: Path, last: Measure) -> None:
         with self._lock:
             self._last[tree] = last
+
+    def last(self, tree: Path) -> TreeMeasure | None:
+        with self._lock:
+            found = self._last.get(tree)
+        if found is None:
+            return None
+        return TreeMeasure(used_bytes=found.used, filesystem_used=found.filesystem_used)
+
+    def adopt(self, tree: Path, known: TreeMeasure) -> None:
+        """Start from a measure an earlier run took of ``tree``, untouched since."""
+        now = time.monotonic()
+        self.remember(
+            tree,
+            Measure(
+                used=known.used_bytes,
+                filesystem_used=known.filesystem_used,
+                at=now,
+                cost=0.0,
+                walked_at=now,
+            ),
+        )
 
 
 class DiskBudget:

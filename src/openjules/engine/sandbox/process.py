@@ -20,7 +20,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
-from openjules.engine.sandbox.disk import MIB, DiskBudget, DiskMeter, Overrun, megabytes
+from openjules.engine.sandbox.disk import (
+    MIB,
+    DiskBudget,
+    DiskMeter,
+    Overrun,
+    TreeMeasure,
+    megabytes,
+)
 from openjules.engine.uninterrupted import to_the_end
 from openjules.settings import Settings
 
@@ -318,6 +325,10 @@ class ProcessSandbox:
             self.meter.budget, tree, limit_bytes=limits.workspace_bytes, file_cap=limits.file_bytes
         )
 
+    def last_measure(self, tree: Path) -> TreeMeasure | None:
+        """This sandbox's last measure of ``tree``, if its commands or tools took one."""
+        return self.meter.last(tree)
+
     def workspace_used(self, tree: Path) -> int:
         """Bytes ``tree`` holds, as the limit counts them (blocking: it may walk the tree)."""
         return self._measured(tree).start.used
@@ -351,10 +362,19 @@ class ProcessSandbox:
             return replace(self, uid=None, gid=None, accounts=None)
         return replace(self, uid=user.uid, gid=user.gid, accounts=user.accounts)
 
-    def prepare_workspace(self, tree: Path, *, owned_by: tuple[int, int] | None = None) -> None:
+    def prepare_workspace(
+        self,
+        tree: Path,
+        *,
+        owned_by: tuple[int, int] | None = None,
+        measured: TreeMeasure | None = None,
+    ) -> None:
         """Give the sandbox uid ownership of the work tree (root servers only); the tree
-        may be one an earlier run's uid owned. ``owned_by``: the (uid, gid) that owns every
-        file of the tree already, when that is known (a tree kept from the last run)."""
+        may be one an earlier run's uid owned. For a tree kept from the last run:
+        ``owned_by``, the (uid, gid) that owns every file of it already; ``measured``, that
+        run's last measure of it (the first command then need not walk it)."""
+        if measured is not None:
+            self.meter.adopt(tree, measured)
         user = self.user
         if user is not None and owned_by == (user.uid, user.gid):
             return

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from openjules.engine.sandbox.disk import TreeMeasure
 from openjules.engine.sandbox.process import CommandResult, Limits
 from openjules.settings import SandboxKind
 
@@ -61,8 +62,17 @@ class SlottedSandbox:
                 limits=limits,
             )
 
-    def prepare_workspace(self, tree: Path, *, owned_by: tuple[int, int] | None = None) -> None:
-        self.inner.prepare_workspace(tree, owned_by=owned_by)
+    def prepare_workspace(
+        self,
+        tree: Path,
+        *,
+        owned_by: tuple[int, int] | None = None,
+        measured: TreeMeasure | None = None,
+    ) -> None:
+        self.inner.prepare_workspace(tree, owned_by=owned_by, measured=measured)
+
+    def last_measure(self, tree: Path) -> TreeMeasure | None:
+        return self.inner.last_measure(tree)
 
     def workspace_used(self, tree: Path) -> int:
         return self.inner.workspace_used(tree)
