@@ -180,11 +180,22 @@ async def serve(
         await Uvicorn(config, on_listening=on_listening).serve(sockets=[sock])
 
 
+# Collections of young objects after this many allocations (CPython's default: 700), and
+# older generations after this many of the younger one's (default: 10 and 10).
+YOUNG_COLLECTION_ALLOCATIONS = 20_000
+OLDER_COLLECTION_RATIO = 20
+
+
 def keep_out_of_collections() -> None:
     """Leave what a started server holds (its modules, app, pools: some 200,000 objects)
-    out of the garbage collector's full collections from now on. Each such collection
-    walks every object and stops the event loop meanwhile, about 80 ms here: every request
-    and session of the process waits that long, a few times a minute under load. What
-    serving makes later is collected as before."""
+    out of the garbage collector's full collections from now on, and collect less often.
+
+    Each collection stops the event loop: a full one walked every object, about 80 ms
+    here, and every request and session of the process waited that long. And a server
+    allocates fast (JSON, rows, HTTP) while nearly everything it allocates is freed by
+    reference counting at once: collecting after every 700 allocations cost a tenth of
+    the process's CPU with 100 sessions at once, and the slowest 1% of requests a third
+    of their time. What serving makes later is collected as before, just less often."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_COLLECTION_ALLOCATIONS, OLDER_COLLECTION_RATIO, OLDER_COLLECTION_RATIO)
