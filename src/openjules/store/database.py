@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from openjules._errors import Unavailable
 from openjules.store.changes import ORIGIN_KEY, ChangeFeed, take_announced
-from openjules.store.direct import DirectReads, PoolOptions, direct_reads
+from openjules.store.direct import DirectReads, direct_reads
 from openjules.store.direct_write import direct_writes
 from openjules.store.inline_sqlite import (
     BUSY_FIRST_PAUSE_S,
@@ -46,6 +46,7 @@ from openjules.store.inline_sqlite import (
     InlineConnection,
     is_busy,
 )
+from openjules.store.postgres_connections import PoolOptions
 from openjules.store.writer import ConnectionWriter, DirectWrites, Writer
 from openjules.timing import Part, span
 

@@ -40,6 +40,7 @@ from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from openjules.store.inline_sqlite import is_busy
+from openjules.store.postgres_connections import PoolOptions, PostgresConnections
 from openjules.timing import Part, span
 
 Row = dict[str, Any]
@@ -178,15 +179,6 @@ class _SqliteReads(DirectReads):
             self._conn = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class PoolOptions:
-    size: int
-    connect_timeout_seconds: float
-    pool_timeout_seconds: float
-    reconnect_pause_seconds: float
-    connect_args: Mapping[str, Any]
-
-
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 # Reads sent in one round trip at most (a burst beyond it goes out in several).
 MAX_BATCH = 64
@@ -222,10 +214,7 @@ class _PostgresReads(DirectReads):
     def __init__(self, conninfo: str, *, options: PoolOptions, translated: Translate) -> None:
         dialect = postgresql_psycopg.dialect()  # type: ignore[no-untyped-call]
         super().__init__(dialect, translated=translated)
-        self._conninfo = conninfo
-        self._options = options
-        self._idle: list[psycopg.AsyncConnection[Any]] = []  # most recently used last
-        self._slots = asyncio.Semaphore(options.size)
+        self._pool = PostgresConnections(conninfo, options=options, purpose="read")
         self._pending: list[_Pending] = []
         self._batches: set[asyncio.Future[None]] = set()
 
@@ -250,7 +239,7 @@ class _PostgresReads(DirectReads):
 
     async def _serve(self, batch: list[_Pending]) -> None:
         try:
-            await self._acquire()
+            await self._pool.acquire()
         except Exception as exc:
             _fail(batch, exc)
             return
@@ -278,20 +267,11 @@ class _PostgresReads(DirectReads):
                 else:
                     _resolve(pending, rows)
         finally:
-            self._slots.release()
-
-    async def _acquire(self) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._options.pool_timeout_seconds)
-        except TimeoutError:
-            raise TimeoutError("no PostgreSQL connection came free for a read") from None
+            self._pool.release()
 
     async def _query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        while self._idle:
-            conn = self._idle.pop()
+        while self._pool.idle:
+            conn = self._pool.idle.pop()
             if conn.closed or conn.broken:
                 continue
             try:
@@ -301,12 +281,12 @@ class _PostgresReads(DirectReads):
                     raise  # the statement failed, not the connection
                 # The pooled connection died while idle (a restart, a cut network): the
                 # read was not answered, so it is sent again on a fresh connection.
-        return await self._execute(await self._connect(), sql, params)
+        return await self._execute(await self._pool.connect(), sql, params)
 
     async def _query_batch(self, batch: list[_Pending]) -> list[list[tuple[Any, ...]]]:
         """``_query`` of several statements in one round trip (psycopg's pipeline mode)."""
-        while self._idle:
-            conn = self._idle.pop()
+        while self._pool.idle:
+            conn = self._pool.idle.pop()
             if conn.closed or conn.broken:
                 continue
             try:
@@ -314,7 +294,7 @@ class _PostgresReads(DirectReads):
             except psycopg.OperationalError:
                 if not conn.closed:
                     raise
-        return await self._pipeline(await self._connect(), batch)
+        return await self._pipeline(await self._pool.connect(), batch)
 
     async def _pipeline(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Pending]
@@ -326,7 +306,7 @@ class _PostgresReads(DirectReads):
         except BaseException:
             await self._after_failure(conn)
             raise
-        self._idle.append(conn)
+        self._pool.idle.append(conn)
         return results
 
     async def _after_failure(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -335,7 +315,7 @@ class _PostgresReads(DirectReads):
         if conn.broken or conn.info.transaction_status != _IDLE:
             await conn.close()
         else:
-            self._idle.append(conn)
+            self._pool.idle.append(conn)
 
     async def _execute(
         self, conn: psycopg.AsyncConnection[Any], sql: str, params: dict[str, Any]
@@ -347,36 +327,13 @@ class _PostgresReads(DirectReads):
         except BaseException:
             await self._after_failure(conn)
             raise
-        self._idle.append(conn)
+        self._pool.idle.append(conn)
         return rows
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        return await connect_postgres(self._conninfo, options=self._options)
 
     async def close(self) -> None:
         if self._batches:
             await asyncio.wait(self._batches)
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
-
-
-async def connect_postgres(conninfo: str, *, options: PoolOptions) -> psycopg.AsyncConnection[Any]:
-    """A new autocommit connection for the direct paths; one more try after a pause when
-    the first fails (nothing was sent yet), as ``Database`` does."""
-    try:
-        return await _connect_once(conninfo, options)
-    except (psycopg.OperationalError, OSError, TimeoutError):
-        await asyncio.sleep(options.reconnect_pause_seconds)
-        return await _connect_once(conninfo, options)
-
-
-async def _connect_once(conninfo: str, options: PoolOptions) -> psycopg.AsyncConnection[Any]:
-    # libpq's connect_timeout bounds each attempt; this bounds the whole of it.
-    async with asyncio.timeout(options.connect_timeout_seconds + 1):
-        return await psycopg.AsyncConnection.connect(
-            conninfo, autocommit=True, **options.connect_args
-        )
+        await self._pool.close()
 
 
 def direct_reads(

@@ -29,9 +29,9 @@ from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.engine import make_url
 
 from openjules.store.changes import Change
-from openjules.store.direct import PoolOptions
 from openjules.store.direct_write_postgres import PostgresWrites
 from openjules.store.inline_sqlite import BUSY_FIRST_PAUSE_S, BUSY_MAX_PAUSE_S, is_busy
+from openjules.store.postgres_connections import PoolOptions
 from openjules.store.writer import (
     MAX_STATEMENTS,
     Build,

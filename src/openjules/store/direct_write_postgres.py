@@ -19,7 +19,6 @@ would still pay a socket write and a selector registration per statement.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import select
 import weakref
@@ -31,7 +30,7 @@ from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 
 from openjules.store import changes
 from openjules.store.changes import Change
-from openjules.store.direct import PoolOptions, connect_postgres
+from openjules.store.postgres_connections import PoolOptions, PostgresConnections
 from openjules.store.writer import (
     Build,
     Compiled,
@@ -186,13 +185,10 @@ class PostgresWrites(DirectWrites):
         self._prepared: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], _Prepared] = (
             weakref.WeakKeyDictionary()
         )
-        self._conninfo = conninfo
-        self._options = options
-        self._idle: list[psycopg.AsyncConnection[Any]] = []  # most recently used last
-        self._slots = asyncio.Semaphore(options.size)
+        self._pool = PostgresConnections(conninfo, options=options, purpose="write")
 
     async def transact(self, work: Work[T], *, origin: str) -> tuple[T, set[Change]]:
-        await self._acquire()
+        await self._pool.acquire()
         try:
             conn, pooled = await self._checkout()
             try:
@@ -203,11 +199,11 @@ class PostgresWrites(DirectWrites):
             # A pooled connection that died unnoticed, before anything could commit (the
             # COMMIT was not sent yet): the work is done again, once, on a new one.
             try:
-                return await self._attempt(await self._connect(), work, origin=origin)
+                return await self._attempt(await self._pool.connect(), work, origin=origin)
             except _Unsent as unsent:
                 raise unsent.error from None
         finally:
-            self._slots.release()
+            self._pool.release()
 
     async def _attempt(
         self, conn: psycopg.AsyncConnection[Any], work: Work[T], *, origin: str
@@ -231,26 +227,17 @@ class PostgresWrites(DirectWrites):
         except BaseException:
             await self._after_failure(conn)
             raise
-        self._idle.append(conn)
+        self._pool.idle.append(conn)
         return result, transaction.announced
-
-    async def _acquire(self) -> None:
-        if not self._slots.locked():
-            await self._slots.acquire()
-            return
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self._options.pool_timeout_seconds)
-        except TimeoutError:
-            raise TimeoutError("no PostgreSQL connection came free for a write") from None
 
     async def _checkout(self) -> tuple[psycopg.AsyncConnection[Any], bool]:
         """A connection, and whether it was pooled (rather than opened now)."""
-        while self._idle:
-            conn = self._idle.pop()
+        while self._pool.idle:
+            conn = self._pool.idle.pop()
             if _alive(conn):
                 return conn, True
             await conn.close()
-        return await self._connect(), False
+        return await self._pool.connect(), False
 
     async def _after_failure(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Roll back what the failed transaction left open and pool the connection again;
@@ -266,15 +253,10 @@ class PostgresWrites(DirectWrites):
         if conn.broken or status != _IDLE:
             await conn.close()
         else:
-            self._idle.append(conn)
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        return await connect_postgres(self._conninfo, options=self._options)
+            self._pool.idle.append(conn)
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.close()
+        await self._pool.close()
 
 
 def _alive(conn: psycopg.AsyncConnection[Any]) -> bool:

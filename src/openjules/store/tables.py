@@ -269,9 +269,7 @@ webhook_events = Table(
     "webhook_events",
     metadata,
     Column("id", SerialKey, primary_key=True, autoincrement=True),
-    Column(
-        "webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
     # The webhook-id header: the same on every attempt, so receivers can deduplicate.
     Column("message_id", String(64), nullable=False),
     Column("event_type", String(64), nullable=False),
@@ -296,9 +294,7 @@ webhook_attempts = Table(
     "webhook_attempts",
     metadata,
     Column("id", SerialKey, primary_key=True, autoincrement=True),
-    Column(
-        "webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("webhook_id", String(32), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
     Column("message_id", String(64), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("attempt", Integer, nullable=False),

@@ -91,7 +91,6 @@ TRANSITIONS: dict[Event, dict[State, Rule]] = {
 }
 
 
-
 def allowed(event: Event, state: State) -> bool:
     """Whether ``event`` may happen to a session in ``state`` (e.g. which buttons a page
     offers; ``apply`` is what enforces it)."""

@@ -64,9 +64,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_events")),
     )
     op.create_index("ix_webhook_events_due", "webhook_events", ["state", "next_attempt_time"])
-    op.create_index(
-        "ix_webhook_events_order", "webhook_events", ["webhook_id", "session_id", "id"]
-    )
+    op.create_index("ix_webhook_events_order", "webhook_events", ["webhook_id", "session_id", "id"])
     op.create_table(
         "webhook_attempts",
         sa.Column("id", SERIAL, autoincrement=True, nullable=False),
