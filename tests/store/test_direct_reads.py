@@ -5,11 +5,8 @@ PostgreSQL a pooled connection that died while idle costs the next read nothing.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import threading
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from openjules._errors import NotFound
@@ -17,6 +14,7 @@ from openjules._types import CreateSessionRequest
 from openjules.store import sessions, users
 from openjules.store.database import Database, DatabaseUnavailable
 from openjules.store.query import Filter
+from tests.store.other_process import end_postgres_connections, holding_sqlite_write_lock
 
 READS_AT_ONCE = 50
 
@@ -65,27 +63,9 @@ async def test_a_dead_pooled_postgres_connection_costs_the_next_read_nothing(
         pytest.skip("PostgreSQL's server-side connections")
     owner, session_id = await _create(db, user_name="dead", prompt="still here")
     await sessions.read(db.reads, owner_id=owner, session_id=session_id)  # pools one
-    database = db.url.rsplit("/", 1)[1]
-    with psycopg.connect(postgres_admin, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        )
+    end_postgres_connections(postgres_admin=postgres_admin, database_url=db.url)
     record = await sessions.read(db.reads, owner_id=owner, session_id=session_id)
     assert record.prompt == "still here"
-
-
-def _hold_write_lock(path: Path, release: threading.Event, held: threading.Event) -> None:
-    """Another process's writer: holds SQLite's write lock until ``release``."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        held.set()
-        release.wait()
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
 
 
 async def test_a_sqlite_write_waits_for_another_writer_without_stopping_reads(
@@ -98,20 +78,12 @@ async def test_a_sqlite_write_waits_for_another_writer_without_stopping_reads(
     db = Database(url, busy_timeout_seconds=10.0)
     try:
         owner, session_id = await _create(db, user_name="lock", prompt="locked")
-        path = Path(url.split(":///", 1)[1])
-        release, held = threading.Event(), threading.Event()
-        holder = threading.Thread(target=_hold_write_lock, args=(path, release, held))
-        holder.start()
-        try:
-            assert await asyncio.to_thread(held.wait, 5.0)
+        async with holding_sqlite_write_lock(url):
             write = asyncio.create_task(_create(db, user_name="lock", prompt="after"))
             for _ in range(5):
                 await asyncio.sleep(0.05)
                 await sessions.read(db.reads, owner_id=owner, session_id=session_id)
             assert not write.done()
-        finally:
-            release.set()
-            await asyncio.to_thread(holder.join)
         _, created = await asyncio.wait_for(write, 10.0)
         assert (await sessions.read(db.reads, owner_id=owner, session_id=created)).prompt == (
             "after"
@@ -126,15 +98,9 @@ async def test_a_sqlite_write_locked_out_past_the_busy_timeout_is_unavailable(
     if backend != "sqlite":
         pytest.skip("SQLite's file lock")
     db = Database(url, busy_timeout_seconds=0.2)
-    path = Path(url.split(":///", 1)[1])
-    release, held = threading.Event(), threading.Event()
-    holder = threading.Thread(target=_hold_write_lock, args=(path, release, held))
-    holder.start()
     try:
-        assert await asyncio.to_thread(held.wait, 5.0)
-        with pytest.raises(DatabaseUnavailable):
-            await _create(db, user_name="lockout", prompt="never")
+        async with holding_sqlite_write_lock(url):
+            with pytest.raises(DatabaseUnavailable):
+                await _create(db, user_name="lockout", prompt="never")
     finally:
-        release.set()
-        await asyncio.to_thread(holder.join)
         await db.dispose()

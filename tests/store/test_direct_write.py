@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +22,7 @@ from openjules.store.changes import Change, Everything
 from openjules.store.database import Database, DatabaseUnavailable
 from openjules.store.sessions import SessionRecord
 from openjules.store.writer import Writer
+from tests.store.other_process import end_postgres_connections, holding_sqlite_write_lock
 
 REQUEST = CreateSessionRequest(prompt="Fix the flaky test\nand say why.")
 # Columns that differ between any two creates (ids, times, random message ids).
@@ -198,18 +197,6 @@ async def test_another_process_hears_of_a_direct_create(url: str) -> None:
         await writer.dispose()
 
 
-def _hold_write_lock(path: Path, release: threading.Event, held: threading.Event) -> None:
-    """Another process's writer: holds SQLite's write lock until ``release``."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        held.set()
-        release.wait()
-        conn.execute("ROLLBACK")
-    finally:
-        conn.close()
-
-
 async def test_a_direct_sqlite_write_waits_for_another_writer_without_stopping_the_loop(
     url: str, backend: str
 ) -> None:
@@ -218,19 +205,11 @@ async def test_a_direct_sqlite_write_waits_for_another_writer_without_stopping_t
     db = Database(url, busy_timeout_seconds=10.0)
     try:
         owner = await _owner(db, "waits")
-        path = Path(url.split(":///", 1)[1])
-        release, held = threading.Event(), threading.Event()
-        holder = threading.Thread(target=_hold_write_lock, args=(path, release, held))
-        holder.start()
-        try:
-            assert await asyncio.to_thread(held.wait, 5.0)
+        async with holding_sqlite_write_lock(url):
             write = asyncio.create_task(_direct_create(db, owner))
             for _ in range(5):
                 await asyncio.sleep(0.05)  # the loop goes on meanwhile
             assert not write.done()
-        finally:
-            release.set()
-            await asyncio.to_thread(holder.join)
         record = await asyncio.wait_for(write, 10.0)
         assert (await sessions.read(db.reads, owner_id=owner, session_id=record.id)).id == (
             record.id
@@ -247,17 +226,9 @@ async def test_a_direct_sqlite_write_locked_out_past_the_busy_timeout_is_unavail
     db = Database(url, busy_timeout_seconds=0.2)
     try:
         owner = await _owner(db, "locked-out")
-        path = Path(url.split(":///", 1)[1])
-        release, held = threading.Event(), threading.Event()
-        holder = threading.Thread(target=_hold_write_lock, args=(path, release, held))
-        holder.start()
-        try:
-            assert await asyncio.to_thread(held.wait, 5.0)
+        async with holding_sqlite_write_lock(url):
             with pytest.raises(DatabaseUnavailable):
                 await _direct_create(db, owner)
-        finally:
-            release.set()
-            await asyncio.to_thread(holder.join)
         await _direct_create(db, owner)  # and the lock once free is taken again
     finally:
         await db.dispose()
@@ -270,13 +241,7 @@ async def test_dead_pooled_postgres_connections_cost_the_next_write_nothing(
         pytest.skip("PostgreSQL's server-side connections")
     owner = await _owner(db, "dead-writes")
     await asyncio.gather(*(_direct_create(db, owner) for _ in range(3)))  # pools some
-    database = db.url.rsplit("/", 1)[1]
-    with psycopg.connect(postgres_admin, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (database,),
-        )
+    end_postgres_connections(postgres_admin=postgres_admin, database_url=db.url)
     await asyncio.sleep(0.2)  # the server has hung up on them
     record = await _direct_create(db, owner)
     assert (await sessions.read(db.reads, owner_id=owner, session_id=record.id)).id == record.id
