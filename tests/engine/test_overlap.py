@@ -156,6 +156,30 @@ def test_an_agents_md_that_is_a_symbolic_link_gives_no_instructions(
     host_file.write_text("HOST-SECRET-INSTRUCTIONS\n")
     repo = make_repo(tmp_path / "linked", {"app.py": "print('hello')\n"})
     (repo / "AGENTS.md").symlink_to(host_file)
+    system = _first_system_prompt(client, agent_server, fake_model, repo)
+    assert "HOST-SECRET-INSTRUCTIONS" not in system
+    assert str(host_file) not in system  # nor the link's target read as its text
+    assert "<agents_md>" not in system
+
+
+def test_an_agents_md_linking_inside_the_repository_is_not_followed_either(
+    client: httpx.Client, agent_server: LiveServer, fake_model: FakeModel, tmp_path: Path
+) -> None:
+    repo = make_repo(
+        tmp_path / "linked",
+        {"app.py": "print('hello')\n", "docs/guide.md": "GUIDE-IN-THE-REPOSITORY\n"},
+    )
+    (repo / "AGENTS.md").symlink_to("docs/guide.md")
+    system = _first_system_prompt(client, agent_server, fake_model, repo)
+    assert "GUIDE-IN-THE-REPOSITORY" not in system
+    assert "<agents_md>" not in system
+
+
+def _first_system_prompt(
+    client: httpx.Client, agent_server: LiveServer, fake_model: FakeModel, repo: Path
+) -> str:
+    """Commit what ``repo`` holds, plan a session on it, and return the system prompt the
+    model got."""
     git("add", "--all", cwd=repo)
     git("commit", "-q", "-m", "links", cwd=repo)
     source = _source(agent_server, repo, setup_script=None)
@@ -171,37 +195,4 @@ def test_an_agents_md_that_is_a_symbolic_link_gives_no_instructions(
     assert wait_for_state(client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL)["state"] == (
         "AWAITING_PLAN_APPROVAL"
     )
-
-    system = fake_model.requests[0]["messages"][0]["content"]
-    assert "HOST-SECRET-INSTRUCTIONS" not in system
-    assert str(host_file) not in system  # nor the link's target read as its text
-    assert "<agents_md>" not in system
-
-
-def test_an_agents_md_linking_inside_the_repository_is_not_followed_either(
-    client: httpx.Client, agent_server: LiveServer, fake_model: FakeModel, tmp_path: Path
-) -> None:
-    repo = make_repo(
-        tmp_path / "linked",
-        {"app.py": "print('hello')\n", "docs/guide.md": "GUIDE-IN-THE-REPOSITORY\n"},
-    )
-    (repo / "AGENTS.md").symlink_to("docs/guide.md")
-    git("add", "--all", cwd=repo)
-    git("commit", "-q", "-m", "link", cwd=repo)
-    source = _source(agent_server, repo, setup_script=None)
-    fake_model.push(call("propose_plan", steps=[{"title": "Look"}]))
-    sid = client.post(
-        "/sessions",
-        json={
-            "prompt": "Look around",
-            "requirePlanApproval": True,
-            "sourceContext": {"source": source},
-        },
-    ).json()["id"]
-    assert wait_for_state(client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL)["state"] == (
-        "AWAITING_PLAN_APPROVAL"
-    )
-
-    system = fake_model.requests[0]["messages"][0]["content"]
-    assert "GUIDE-IN-THE-REPOSITORY" not in system
-    assert "<agents_md>" not in system
+    return str(fake_model.requests[0]["messages"][0]["content"])
