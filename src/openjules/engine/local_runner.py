@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from openjules._deadlines import within
 from openjules._errors import FailedPrecondition, NotFound
 from openjules.store import jobs
 from openjules.store.changes import Change, Everything
@@ -273,7 +274,7 @@ class LocalRunner:
             self._wake.clear()
             if self._submissions == submissions:  # nothing submitted while claiming
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    await within(self._wake.wait(), seconds=self.poll_seconds)
                 if self._submissions == submissions:
                     # Woken by a change made elsewhere (or a run that ended): a stream of
                     # them, e.g. the steps of another process's sessions, costs one look

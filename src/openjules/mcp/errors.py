@@ -41,4 +41,3 @@ def reported(tool: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             raise ToolError(f"FAILED_PRECONDITION: {error}") from error
 
     return run
-

@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 
+from openjules._deadlines import within
+
 
 @dataclass(frozen=True, kw_only=True)
 class PoolOptions:
@@ -39,7 +41,7 @@ class PostgresConnections:
             await self._slots.acquire()
             return
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.options.pool_timeout_seconds)
+            await within(self._slots.acquire(), seconds=self.options.pool_timeout_seconds)
         except TimeoutError:
             raise TimeoutError(
                 f"no PostgreSQL connection came free for a {self._purpose}"

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from openjules._deadlines import within
 from openjules.engine.sandbox.bubblewrap import WORKSPACE_MOUNT, BubblewrapSandbox
 from openjules.engine.sandbox.disk import TreeMeasure
 from openjules.engine.sandbox.process import (
@@ -139,7 +140,7 @@ async def describe_sandbox(settings: Settings) -> SandboxStatus:
     commands and whether it works here. Never raises; ``ok`` is False when it does not."""
     try:
         backend = _BACKENDS[settings.sandbox]
-        return await asyncio.wait_for(backend.describe(settings), timeout=DESCRIBE_TIMEOUT_S)
+        return await within(backend.describe(settings), seconds=DESCRIBE_TIMEOUT_S)
     except TimeoutError:
         return SandboxStatus(
             ok=False,

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from openjules._deadlines import within
 from openjules.engine.sandbox import seccomp
 from openjules.engine.sandbox.disk import DiskBudget
 from openjules.engine.sandbox.network import (
@@ -414,7 +415,7 @@ async def _connect(
     and the command's shell waits at ``gate``; no network when bubblewrap failed (its
     output says why)."""
     try:
-        data = await asyncio.wait_for(read_until_eof(info_fd), timeout=START_TIMEOUT_S)
+        data = await within(read_until_eof(info_fd), seconds=START_TIMEOUT_S)
     except TimeoutError:
         raise UplinkFailed(f"bubblewrap made no namespace within {START_TIMEOUT_S:g}s") from None
     init = _parse_info(data)
@@ -482,7 +483,7 @@ async def _version(bwrap: str) -> str:
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=CHECK_WALL_SECONDS)
+        out, _ = await within(process.communicate(), seconds=CHECK_WALL_SECONDS)
     except TimeoutError:
         process.kill()
         await process.wait()

@@ -32,6 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from openjules._deadlines import within
 from openjules.engine.sandbox.process import Output, close_fd
 
 SLIRP_MISSING = (
@@ -98,9 +99,7 @@ async def wall_off_host(*, netns_pid: int) -> None:
         env={},
     )
     try:
-        _, errors = await asyncio.wait_for(
-            process.communicate(routes.encode()), timeout=START_TIMEOUT_S
-        )
+        _, errors = await within(process.communicate(routes.encode()), seconds=START_TIMEOUT_S)
     except TimeoutError:
         process.kill()
         await process.wait()
@@ -258,16 +257,14 @@ class Uplink:
     async def _until_ready(self, ready_read: int) -> None:
         # slirp4netns writes "1" once tap0 is configured; EOF means it gave up.
         try:
-            said = await asyncio.wait_for(
-                read_until_eof(ready_read, limit=1), timeout=START_TIMEOUT_S
-            )
+            said = await within(read_until_eof(ready_read, limit=1), seconds=START_TIMEOUT_S)
         except TimeoutError:
             raise UplinkFailed(f"slirp4netns did not start within {START_TIMEOUT_S:g}s") from None
         if said == b"1":
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.process.wait(), timeout=STOP_TIMEOUT_S)
-            await asyncio.wait_for(self.reader, timeout=STOP_TIMEOUT_S)
+            await within(self.process.wait(), seconds=STOP_TIMEOUT_S)
+            await within(self.reader, seconds=STOP_TIMEOUT_S)
         said_lines = self.errors.text().strip().splitlines()
         raise UplinkFailed(
             f"slirp4netns failed (exit code {self.process.returncode})"
@@ -280,7 +277,7 @@ class Uplink:
         # Once closed, the number may be reused by another file: never close it again.
         self.exit_write = -1
         try:
-            await asyncio.wait_for(self.process.wait(), timeout=STOP_TIMEOUT_S)
+            await within(self.process.wait(), seconds=STOP_TIMEOUT_S)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
@@ -351,9 +348,7 @@ class StartGate:
     async def started(self) -> bool:
         """Whether the command's shell started (False: bubblewrap failed before it)."""
         try:
-            said = await asyncio.wait_for(
-                read_until_eof(self.started_read, limit=1), timeout=START_TIMEOUT_S
-            )
+            said = await within(read_until_eof(self.started_read, limit=1), seconds=START_TIMEOUT_S)
         except TimeoutError:
             raise UplinkFailed(f"the sandbox did not start within {START_TIMEOUT_S:g}s") from None
         return bool(said)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
+from openjules._deadlines import within
 from openjules.engine.sandbox.disk import (
     MIB,
     DiskBudget,
@@ -210,7 +211,7 @@ async def supervise(
     if budget is not None:
         budget.watch(lambda: kill_group(process.pid))
     try:
-        await asyncio.wait_for(process.wait(), timeout=limits.wall_seconds)
+        await within(process.wait(), seconds=limits.wall_seconds)
     except TimeoutError:
         timed_out = True
     finally:
@@ -261,7 +262,7 @@ async def _settle(
         # Once nothing of the command runs: the verdict is on the tree it left.
         overrun = await asyncio.to_thread(budget.finish)
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(reader, timeout=OUTPUT_DRAIN_TIMEOUT_S)
+        await within(reader, seconds=OUTPUT_DRAIN_TIMEOUT_S)
     return overrun
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import httpx
 
+from openjules._deadlines import within
 from openjules.engine.local_runner import asked_to_stop, worker_identity
 from openjules.engine.webhooks.delivery import deliver, new_client
 from openjules.settings import Settings
@@ -129,7 +130,7 @@ class WebhookSender:
             if idle > 0:
                 looked = time.monotonic()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), idle)
+                    await within(self._wake.wait(), seconds=idle)
                     # Woken by a change: changes come in bursts (each step of each running
                     # session is one), so look once per burst, not once per change.
                     await asyncio.sleep(WAKE_COALESCE_S - (time.monotonic() - looked))

@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from openjules._deadlines import within
 from openjules.testing.fake_github.git_http import GIT_TIMEOUT_S, isolated_env
 from openjules.testing.fake_github.records import ApiError, Repo
 
@@ -91,7 +92,7 @@ class BareRepos:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        out, _ = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT_S)
+        out, _ = await within(proc.communicate(), seconds=GIT_TIMEOUT_S)
         return proc.returncode or 0, out.decode()
 
     async def branches(self, repo: Repo) -> dict[str, str]:

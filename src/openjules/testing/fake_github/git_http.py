@@ -11,6 +11,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from openjules._deadlines import within
 from openjules.testing.fake_github.records import Repo
 
 GIT_TIMEOUT_S = 120.0
@@ -80,7 +81,7 @@ async def http_backend(
         stderr=subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(body), GIT_TIMEOUT_S)
+        out, err = await within(proc.communicate(body), seconds=GIT_TIMEOUT_S)
     except TimeoutError:
         proc.kill()
         await proc.wait()
