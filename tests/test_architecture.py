@@ -54,6 +54,12 @@ FORBIDDEN = {
     "openjules.server": ("openjules.cli", "openjules.testing"),
     "openjules.http_workers": ("openjules.cli", "openjules.testing"),
     "openjules.testing": ("openjules.cli",),
+    "openjules._deadlines": (
+        "openjules.store",
+        "openjules.engine",
+        "openjules.api",
+        "openjules.cli",
+    ),
     "openjules._timestamps": (
         "openjules.store",
         "openjules.engine",

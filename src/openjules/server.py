@@ -34,6 +34,7 @@ from openjules.http_protocol import (
     raise_open_files_limit,
 )
 from openjules.settings import Settings
+from openjules.store.change_peers import LocalPeers
 from openjules.store.migrate import upgrade_to_head
 from openjules.timing import ObserverFactory
 
@@ -146,9 +147,11 @@ async def composed_app(
     observe: ObserverFactory | None = None,
     role: ProcessRole = ProcessRole.ALL,
     migrate: bool = True,
+    peers: LocalPeers | None = None,
 ) -> AsyncIterator[FastAPI]:
     """The app, with the engine running behind it until the context ends. ``migrate``:
-    bring the schema to head first (False where a supervising process already did)."""
+    bring the schema to head first (False where a supervising process already did);
+    ``peers``: the server's other processes (``store.change_peers``)."""
     if migrate:
         await asyncio.to_thread(upgrade_to_head, settings.resolved_database_url())
     only_api = role is ProcessRole.API
@@ -157,6 +160,7 @@ async def composed_app(
         observe=observe,
         workers=0 if only_api else None,
         deliver_webhooks=not only_api,
+        peers=peers,
     ) as engine:
         # One database (and its connection pools) for the API and the engine.
         app = create_app(settings, runner=engine.runner, database=engine.db)
@@ -172,9 +176,10 @@ async def serve(
     log_level: str = "info",
     role: ProcessRole = ProcessRole.ALL,
     migrate: bool = True,
+    peers: LocalPeers | None = None,
 ) -> None:
     """Serve on ``sock`` until SIGINT or SIGTERM."""
-    async with composed_app(settings, role=role, migrate=migrate) as app:
+    async with composed_app(settings, role=role, migrate=migrate, peers=peers) as app:
         keep_out_of_collections()
         config = uvicorn_config(app, settings=settings, log_level=log_level)
         await Uvicorn(config, on_listening=on_listening).serve(sockets=[sock])

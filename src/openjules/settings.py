@@ -92,8 +92,7 @@ class Settings(BaseSettings):
     # Retry-After. 0: min(10000, half the open-files limit, raised to its hard limit).
     http_max_connections: int = Field(default=0, ge=0)
     # `openjules serve`: HTTP server processes sharing the port (the agent runner and the
-    # webhook sender run in one of them). 0: one per CPU core on PostgreSQL, 1 on SQLite,
-    # where other processes' changes are only found by a poll (`openjules.http_workers`).
+    # webhook sender run in one of them). 0: one per CPU core (`openjules.http_workers`).
     http_workers: int = Field(default=0, ge=0)
 
     # Limits on what a request may ask. A body larger than max_request_bytes is refused

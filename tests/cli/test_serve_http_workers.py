@@ -118,6 +118,9 @@ def test_two_processes_answer_alike_and_run_a_session_once(
                 OPENJULES_MODEL="fake-model",
                 OPENJULES_MODEL_MAX_RETRIES="0",
                 OPENJULES_SSE_KEEPALIVE_SECONDS="1",
+                # An hour: on SQLite too, only the processes telling each other of their
+                # changes can bring the runner's steps to the other's streams.
+                OPENJULES_CHANGE_POLL_SECONDS="3600",
             )
         )
         with ServeProcess(target, log_dir=tmp_path / "logs") as server:
@@ -171,6 +174,20 @@ def test_two_processes_answer_alike_and_run_a_session_once(
             assert server.stop(signal.SIGINT) == 0, server.output()
             assert "Traceback" not in server.stderr(), server.output()
             assert not [pid for pid in workers if _alive(pid)], "no HTTP worker is left"
+
+
+def test_by_default_one_process_per_core_serves_on_either_database(
+    fresh_target: Target, tmp_path: Path
+) -> None:
+    expected = os.cpu_count() or 1
+    with ServeProcess(fresh_target, log_dir=tmp_path / "logs") as server:
+        if expected > 1:
+            _wait(
+                lambda: f"{expected} HTTP worker processes serving" in server.stderr(),
+                lambda: f"one process per core:\n{server.output()}",
+            )
+        assert len(_children(server.proc.pid)) == (expected if expected > 1 else 0)
+        assert server.stop() == 0, server.output()
 
 
 def test_a_killed_worker_is_replaced_and_sigterm_stops_them_all(

@@ -1,6 +1,7 @@
 """The change feed (``store.changes``) on both backends: a listener hears of a committed
 change to a session whoever wrote it (this process, or another one: LISTEN/NOTIFY on
-PostgreSQL, the poll on SQLite), and never of a change that was rolled back."""
+PostgreSQL, the poll on SQLite, and at once from another process of the same server on
+SQLite too), and never of a change that was rolled back."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import text
 
 from openjules._types import CreateSessionRequest
 from openjules.store import sessions, users
+from openjules.store.change_peers import LocalPeers
 from openjules.store.changes import Change, Everything
 from openjules.store.database import Database
 
@@ -102,6 +104,58 @@ async def test_a_write_of_another_process_is_heard(db: Database, url: str) -> No
         await heard.until(change)
     finally:
         await other.dispose()
+
+
+async def test_the_processes_of_one_server_hear_each_others_writes_at_once(url: str) -> None:
+    """As the HTTP processes of one ``serve`` are linked. The SQLite poll is an hour
+    apart here, so only the link can carry the changes; a third process of the server
+    that is not running (being replaced) costs the writers nothing."""
+    group = LocalPeers.new_group()
+    first, second = (
+        Database(
+            url,
+            change_poll_seconds=3600,
+            peers=LocalPeers(group=group, count=3, index=index),
+        )
+        for index in (0, 1)
+    )
+    try:
+        for database in (first, second):
+            await database.changes.start()
+            await asyncio.wait_for(database.changes.watching.wait(), WAIT_S)
+        heard_first, heard_second = Heard(first), Heard(second)
+        change = await new_session(first, "linked-first")
+        await heard_second.until(change)
+        back = await new_session(second, "linked-second")
+        await heard_first.until(back)
+        # Heard from the other process, not published here (equal Changes may differ so).
+        assert not any(c.made_here for c in heard_second.changes if c == change)
+    finally:
+        for database in (first, second):
+            await database.dispose()
+
+
+async def test_a_change_heard_from_another_process_of_the_server_is_not_heard_twice(
+    url: str,
+) -> None:
+    """The poll (every 50 ms here) does not report again what the link delivered."""
+    group = LocalPeers.new_group()
+    first, second = (
+        Database(url, change_poll_seconds=0.05, peers=LocalPeers(group=group, count=2, index=i))
+        for i in (0, 1)
+    )
+    try:
+        for database in (first, second):
+            await database.changes.start()
+            await asyncio.wait_for(database.changes.watching.wait(), WAIT_S)
+        heard = Heard(second)
+        change = await new_session(first, "heard-once")
+        await heard.until(change)
+        await asyncio.sleep(0.5)  # ten polls
+        assert heard.changes.count(change) == 1
+    finally:
+        for database in (first, second):
+            await database.dispose()
 
 
 # A statement that runs for a second or two on either backend (long enough to be

@@ -20,8 +20,7 @@ from openjules.store import users
     type=click.IntRange(min=0),
     default=None,
     help="HTTP server processes sharing the port [env OPENJULES_HTTP_WORKERS; default 0: "
-    "one per CPU core on PostgreSQL, 1 on SQLite, where other processes' changes are only "
-    "found by a poll]. The agent runner and the webhook sender run in the first; the rate "
+    "one per CPU core]. The agent runner and the webhook sender run in the first; the rate "
     "limit (OPENJULES_RATE_LIMIT_PER_MINUTE) and the API-key cache are per process.",
 )
 @database_options

@@ -19,6 +19,7 @@ from openjules.engine.session_work import SessionWorker
 from openjules.engine.webhooks import WebhookSender
 from openjules.settings import RunnerKind, Settings
 from openjules.store.backup import keep_open
+from openjules.store.change_peers import LocalPeers
 from openjules.store.database import Database
 from openjules.timing import ObserverFactory
 
@@ -43,7 +44,8 @@ RUNNERS: dict[RunnerKind, RunnerFactory] = {RunnerKind.LOCAL: _local}
 class EngineService:
     """Runs sessions while entered (``async with``): at most ``workers`` at once (by
     default ``settings.sessions_at_once()``); ``workers=0`` runs none, but the runner
-    still takes ``submit``/``cancel`` for work running in other processes."""
+    still takes ``submit``/``cancel`` for work running in other processes. ``peers``: the
+    other processes of the same server, told of each change at once (SQLite)."""
 
     def __init__(
         self,
@@ -52,13 +54,14 @@ class EngineService:
         workers: int | None = None,
         observe: ObserverFactory | None = None,
         deliver_webhooks: bool = True,
+        peers: LocalPeers | None = None,
     ) -> None:
         self.settings = settings
         # False where another process of the same server sends them (`serve
         # --http-workers`): one sender per server, not one per HTTP process.
         self.deliver_webhooks = deliver_webhooks
         self.workers = settings.sessions_at_once() if workers is None else workers
-        self.db = Database.from_settings(settings)
+        self.db = Database.from_settings(settings, peers=peers)
         self.worker = SessionWorker(settings=settings, db=self.db, observe=observe)
         self.runner: Runner = RUNNERS[RunnerKind(settings.runner)](
             settings=settings, db=self.db, worker=self.worker, workers=self.workers

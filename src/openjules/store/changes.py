@@ -7,8 +7,11 @@ Every transaction that changes a session or adds one of its activities calls
   transaction announced; nothing is published for a transaction that rolled back);
 - on PostgreSQL, a write of any other process: ``announce`` also sends ``pg_notify``,
   which PostgreSQL delivers at commit to the one ``LISTEN`` connection of each process;
-- on SQLite, a write of another process (an ``openjules worker`` beside the server): one
-  poll per process finds sessions whose update time moved.
+- on SQLite, a write of another process of the same ``serve`` (``--http-workers``): it
+  sends the change to the others right after its commit (``store.change_peers``);
+- on SQLite, a write of any other process (an ``openjules worker`` beside the server, or
+  a change the socket dropped): one poll per process finds sessions whose update time
+  moved.
 
 A notification only says *which* session changed; listeners read what they need. On a
 reconnect of the listening connection, notifications may have been missed: listeners
@@ -31,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules.store import tables
+from openjules.store.change_peers import Announced, LocalPeers, PeerLink
 from openjules.store.clock import now_us
 
 if TYPE_CHECKING:
@@ -129,9 +133,14 @@ class ChangeFeed:
     listening connection or the poll.
     """
 
-    def __init__(self, *, database: Database, poll_seconds: float) -> None:
+    def __init__(
+        self, *, database: Database, poll_seconds: float, peers: LocalPeers | None = None
+    ) -> None:
         self._db = database
         self.poll_seconds = poll_seconds
+        # The other processes of this server, told of each change at once (SQLite only).
+        self._peers = peers if database.is_sqlite else None
+        self._link: PeerLink | None = None
         # Written into every notification of this process, which then skips its own.
         self.origin = secrets.token_hex(8)
         self._listeners: list[Listener] = []
@@ -153,24 +162,42 @@ class ChangeFeed:
         return unsubscribe
 
     def publish(self, changes: Iterable[Change | Everything]) -> None:
+        made_here: list[Announced] = []
         for change in changes:
             if self._db.is_sqlite and isinstance(change, Change) and change.announced_us:
                 previous = self._published_us.get(change.session_id, 0)
                 self._published_us[change.session_id] = max(previous, change.announced_us)
+                made_here.append((change.owner_id, change.session_id, change.announced_us))
             for listener in list(self._listeners):
                 try:
                     listener(change)
                 except Exception:  # one broken listener must not starve the others
                     log.exception("a change listener failed")
+        if made_here and self._link is not None:
+            self._link.tell(made_here)
+
+    def _heard_from_peers(self, heard: list[Announced]) -> None:
+        for _, session_id, announced_us in heard:
+            # The poll need not report this change again (nor any older one): a later
+            # change of that session has a later update time, whoever makes it.
+            previous = self._published_us.get(session_id, 0)
+            self._published_us[session_id] = max(previous, announced_us)
+        self.publish(Change(owner_id=owner, session_id=session) for owner, session, _ in heard)
 
     async def start(self) -> None:
         if self._task is not None and not self._task.done():
             return
         self.watching.clear()
+        if self._peers is not None and self._link is None:
+            self._link = PeerLink(self._peers, heard=self._heard_from_peers)
+            self._link.open()
         watch = self._listen if not self._db.is_sqlite else self._poll
         self._task = asyncio.create_task(watch(), name="openjules-change-feed")
 
     async def stop(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
         task, self._task = self._task, None
         if task is None:
             return

@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from openjules._errors import Unavailable
+from openjules.store.change_peers import LocalPeers
 from openjules.store.changes import ORIGIN_KEY, ChangeFeed, take_announced
 from openjules.store.direct import DirectReads, direct_reads
 from openjules.store.direct_write import direct_writes
@@ -182,6 +183,7 @@ class Database:
         busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_S,
         change_poll_seconds: float = DEFAULT_CHANGE_POLL_S,
         pool_size: int = POOL_SIZE,
+        peers: LocalPeers | None = None,
     ) -> None:
         self.url = url
         parsed = make_url(url)
@@ -244,12 +246,13 @@ class Database:
             pool=dataclasses.replace(pool, size=direct_writers),
         )
         # Who hears about changed sessions in this process (started by whoever needs it).
-        self.changes = ChangeFeed(database=self, poll_seconds=change_poll_seconds)
+        self.changes = ChangeFeed(database=self, poll_seconds=change_poll_seconds, peers=peers)
         # Connections being returned to their pool (see ``_connected``).
         self._closing: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Database:
+    def from_settings(cls, settings: Settings, *, peers: LocalPeers | None = None) -> Database:
+        """``peers``: the other processes of this server (``store.change_peers``)."""
         return cls(
             settings.resolved_database_url(),
             echo=settings.database_echo,
@@ -259,6 +262,7 @@ class Database:
             change_poll_seconds=settings.change_poll_seconds,
             # http_workers is the resolved count in each process `serve` starts.
             pool_size=max(MIN_POOL_SIZE, POOL_SIZE // max(1, settings.http_workers)),
+            peers=peers,
         )
 
     @asynccontextmanager
