@@ -54,7 +54,7 @@ FORBIDDEN = {
     "openjules.server": ("openjules.cli", "openjules.testing"),
     "openjules.http_workers": ("openjules.cli", "openjules.testing"),
     "openjules.testing": ("openjules.cli",),
-    "openjules._deadlines": (
+    "openjules._cancellation": (
         "openjules.store",
         "openjules.engine",
         "openjules.api",

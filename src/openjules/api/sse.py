@@ -22,6 +22,7 @@ from fastapi import Query
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from openjules._cancellation import stop_tasks
 from openjules._errors import InvalidArgument
 
 log = logging.getLogger("openjules.api")
@@ -123,10 +124,7 @@ class EventStream(Response):
         try:
             await asyncio.wait({pump, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (pump, gone):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_tasks((pump, gone))
         if not gone.cancelled() and gone.done():
             return  # the client left: nobody to finish the response for
         # The events ended (or failed, already logged): end the body cleanly.

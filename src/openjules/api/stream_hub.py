@@ -18,7 +18,6 @@ buffered without bound; the client reconnects, with Last-Event-ID for activities
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -28,6 +27,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openjules._cancellation import stop_tasks
 from openjules.api.sse import KEEP_ALIVE, encode_event
 from openjules.api.stream_filters import activity_matches, session_matches
 from openjules.store import activities, sessions, tables
@@ -171,12 +171,7 @@ class StreamHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(list(self._tasks))
 
     # Following ----------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from openjules._deadlines import within
+from openjules._cancellation import stop_tasks, within
 from openjules._errors import FailedPrecondition, NotFound
 from openjules.store import jobs
 from openjules.store.changes import Change, Everything
@@ -173,12 +173,7 @@ class LocalRunner:
             self._unsubscribe()
             self._unsubscribe = None
         checking, self._checking = self._checking, None
-        tasks = [*self._tasks, *([checking] if checking else [])]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks([*self._tasks, *([checking] if checking else [])])
         self._dispatcher = self._renewer = None
         self._runs.clear()
 

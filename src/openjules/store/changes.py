@@ -33,6 +33,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openjules._cancellation import stop_tasks
 from openjules.store import tables
 from openjules.store.change_peers import Announced, LocalPeers, PeerLink
 from openjules.store.clock import now_us
@@ -201,9 +202,7 @@ class ChangeFeed:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_tasks([task])
 
     async def _listen(self) -> None:
         """PostgreSQL: one LISTEN connection, reconnected after any failure."""

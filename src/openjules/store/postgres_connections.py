@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 from openjules.engine.sandbox.bubblewrap import WORKSPACE_MOUNT, BubblewrapSandbox
 from openjules.engine.sandbox.disk import TreeMeasure
 from openjules.engine.sandbox.process import (

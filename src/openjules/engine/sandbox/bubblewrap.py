@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 from openjules.engine.sandbox import seccomp
 from openjules.engine.sandbox.disk import DiskBudget
 from openjules.engine.sandbox.network import (

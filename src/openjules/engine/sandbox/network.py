@@ -32,7 +32,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 from openjules.engine.sandbox.process import Output, close_fd
 
 SLIRP_MISSING = (

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Self
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 from openjules.engine.sandbox.disk import (
     MIB,
     DiskBudget,

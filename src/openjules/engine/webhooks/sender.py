@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import httpx
 
-from openjules._deadlines import within
+from openjules._cancellation import stop_tasks, within
 from openjules.engine.local_runner import asked_to_stop, worker_identity
 from openjules.engine.webhooks.delivery import deliver, new_client
 from openjules.settings import Settings
@@ -89,12 +89,7 @@ class WebhookSender:
         if task is None:
             return
         self._stop_listening()
-        tasks = [task, *self._in_flight]
-        for each in tasks:
-            each.cancel()
-        for each in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await each
+        await stop_tasks([task, *self._in_flight])
         if self._client is not None:
             await self._client.aclose()
             self._client = None

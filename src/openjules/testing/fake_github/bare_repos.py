@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 from openjules.testing.fake_github.git_http import GIT_TIMEOUT_S, isolated_env
 from openjules.testing.fake_github.records import ApiError, Repo
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from openjules._deadlines import within
+from openjules._cancellation import within
 from openjules.testing.fake_github.records import Repo
 
 GIT_TIMEOUT_S = 120.0
