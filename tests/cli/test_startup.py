@@ -90,10 +90,21 @@ def test_a_provider_in_capitals_is_the_provider(sqlite_target: Target, tmp_path:
         (["--database-url", "mysql://db.example.com/jules"], ["--database-url", "'mysql://"]),
         (["--database-url", "sqlite:///tmp/oj.db"], ["--database-url", "sqlite+aiosqlite:///"]),
         (["--database-url", "not a url"], ["--database-url", "postgresql+psycopg://"]),
+        (
+            ["--database-url", "sqlite+aiosqlite:///:memory:"],
+            ["--database-url", "in-memory", "sqlite+aiosqlite:///PATH"],
+        ),
         (["--data-dir", "{file}"], ["--data-dir", "{file}", "is a file, not a directory"]),
         (["--data-dir", "{file}/sub"], ["--data-dir", "{file}/sub", "cannot be created"]),
     ],
-    ids=["database-scheme", "sync-sqlite", "database-junk", "data-dir-file", "data-dir-under-file"],
+    ids=[
+        "database-scheme",
+        "sync-sqlite",
+        "database-junk",
+        "sqlite-in-memory",
+        "data-dir-file",
+        "data-dir-under-file",
+    ],
 )
 def test_a_bad_flag_stops_every_command_with_one_line(
     tmp_path: Path, command: list[str], flags: list[str], must_say: list[str]
