@@ -19,7 +19,7 @@ from openjules.store import tables
 from openjules.store.oneshot import run_write
 from openjules.testing import FakeModel, LiveServer, Reply, ToolCall, provision_user
 from openjules.testing import register_source as register
-from tests.support import api_client, git, make_repo
+from tests.support import TERMINAL, api_client, git, make_repo, wait_for_state
 
 # Tests that run commands need bubblewrap; `make test` installs it, and CI must not skip.
 needs_bubblewrap = pytest.mark.skipif(
@@ -100,6 +100,30 @@ def patch_applies(repo: Path, patch: str, tmp_path: Path) -> Path:
     git("apply", "--check", str(tmp_path / "final.diff"), cwd=check)
     git("apply", str(tmp_path / "final.diff"), cwd=check)
     return check
+
+
+def start_session(
+    client: httpx.Client,
+    *,
+    prompt: str,
+    source: str,
+    until: str,
+    require_plan_approval: bool = False,
+    branch: str | None = None,
+    timeout: float = 60,
+) -> str:
+    """Create a session on ``source`` and wait until it is in state ``until`` (failing if it
+    ends otherwise); its id."""
+    context: dict[str, Any] = {"source": source}
+    if branch is not None:
+        context["githubRepoContext"] = {"startingBranch": branch}
+    body: dict[str, Any] = {"prompt": prompt, "sourceContext": context}
+    if require_plan_approval:
+        body["requirePlanApproval"] = True
+    sid: str = client.post("/sessions", json=body).json()["id"]
+    shown = wait_for_state(client, sid, {until} | TERMINAL, timeout=timeout)
+    assert shown["state"] == until, shown
+    return sid
 
 
 def job_state(server: LiveServer, session_id: str) -> str:

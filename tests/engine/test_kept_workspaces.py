@@ -26,7 +26,13 @@ from openjules.engine.sandbox.disk import DiskMeter, TreeMeasure, filesystem_use
 from openjules.engine.workspace import EMPTY_TREE, Workspace, create_empty
 from openjules.store.agent_state import Checkpoint
 from openjules.testing import FakeModel, Fault, LiveServer
-from tests.engine.agent_support import call, job_state, needs_bubblewrap, patch_applies
+from tests.engine.agent_support import (
+    call,
+    job_state,
+    needs_bubblewrap,
+    patch_applies,
+    start_session,
+)
 from tests.support import TERMINAL, git, list_activities, wait_for_state
 
 INODE = "stat -c %i AGENTS.md"
@@ -90,16 +96,13 @@ def _plan_kept(
         call("propose_plan", steps=[{"title": "Greet the world"}]),
         *WORK,
     )
-    sid: str = client.post(
-        "/sessions",
-        json={
-            "prompt": "Make the app greet the world",
-            "requirePlanApproval": True,
-            "sourceContext": {"source": source, "githubRepoContext": {"startingBranch": "main"}},
-        },
-    ).json()["id"]
-    assert wait_for_state(client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL)["state"] == (
-        "AWAITING_PLAN_APPROVAL"
+    sid = start_session(
+        client,
+        prompt="Make the app greet the world",
+        source=source,
+        branch="main",
+        require_plan_approval=True,
+        until="AWAITING_PLAN_APPROVAL",
     )
     _wait_released(agent_server, sid)
     return sid
@@ -163,15 +166,8 @@ def _question_kept(
         call("complete_step", title="Greeted in French", description="Bonjour."),
         call("ask_user", text="Shall I add a farewell too?"),
     )
-    sid: str = client.post(
-        "/sessions",
-        json={
-            "prompt": "Change the greeting",
-            "sourceContext": {"source": source},
-        },
-    ).json()["id"]
-    assert wait_for_state(client, sid, {"AWAITING_USER_FEEDBACK"} | TERMINAL)["state"] == (
-        "AWAITING_USER_FEEDBACK"
+    sid = start_session(
+        client, prompt="Change the greeting", source=source, until="AWAITING_USER_FEEDBACK"
     )
     _wait_released(agent_server, sid)
     return sid
@@ -254,14 +250,7 @@ def test_a_completed_session_keeps_no_workspace(
         call("read_file", path="app.py"),
         call("finish", summary="Nothing to change.", commit_message="Nothing"),
     )
-    sid = client.post(
-        "/sessions",
-        json={
-            "prompt": "Look at the app",
-            "sourceContext": {"source": source},
-        },
-    ).json()["id"]
-    assert wait_for_state(client, sid, TERMINAL)["state"] == "COMPLETED"
+    sid = start_session(client, prompt="Look at the app", source=source, until="COMPLETED")
     _wait_released(agent_server, sid)
     assert not _root(agent_server, sid).exists()
 
@@ -275,14 +264,7 @@ def test_a_failed_session_keeps_no_workspace(
         call("read_file", path="app.py"),
         Fault(400, body='{"error": {"message": "model refused", "code": 400}}'),
     )
-    sid = client.post(
-        "/sessions",
-        json={
-            "prompt": "Look at the app",
-            "sourceContext": {"source": source},
-        },
-    ).json()["id"]
-    assert wait_for_state(client, sid, TERMINAL)["state"] == "FAILED"
+    sid = start_session(client, prompt="Look at the app", source=source, until="FAILED")
     _wait_released(agent_server, sid)
     assert not _root(agent_server, sid).exists()
 

@@ -19,7 +19,13 @@ from openjules.store import sources
 from openjules.store.oneshot import run_write
 from openjules.testing import FakeModel, LiveServer
 from tests.agent_kit import GO, HOLD, HOLD_S, held, release, wait_until
-from tests.engine.agent_support import call, job_state, needs_bubblewrap, patch_applies
+from tests.engine.agent_support import (
+    call,
+    job_state,
+    needs_bubblewrap,
+    patch_applies,
+    start_session,
+)
 from tests.support import TERMINAL, git, list_activities, make_repo, wait_for_state
 
 pytestmark = needs_bubblewrap
@@ -76,19 +82,14 @@ def test_the_plan_shows_while_the_setup_script_still_runs(
         call("edit_file", path="app.py", old_text="'hello'", new_text="'hello, world'"),
         call("finish", summary="Greets the world.", commit_message="Greet the world"),
     )
-    sid = client.post(
-        "/sessions",
-        json={
-            "prompt": "Make the app greet the world",
-            "requirePlanApproval": True,
-            "sourceContext": {"source": source},
-        },
-    ).json()["id"]
-
-    shown = wait_for_state(
-        client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL, timeout=BEFORE_RELEASE_S
+    sid = start_session(
+        client,
+        prompt="Make the app greet the world",
+        source=source,
+        require_plan_approval=True,
+        until="AWAITING_PLAN_APPROVAL",
+        timeout=BEFORE_RELEASE_S,
     )
-    assert shown["state"] == "AWAITING_PLAN_APPROVAL"
     assert "planGenerated" in list_activities(client, sid)[0]
     tree = _tree(agent_server, sid)
     assert not (tree / GO).exists()
@@ -184,15 +185,11 @@ def _first_system_prompt(
     git("commit", "-q", "-m", "links", cwd=repo)
     source = _source(agent_server, repo, setup_script=None)
     fake_model.push(call("propose_plan", steps=[{"title": "Look"}]))
-    sid = client.post(
-        "/sessions",
-        json={
-            "prompt": "Look around",
-            "requirePlanApproval": True,
-            "sourceContext": {"source": source},
-        },
-    ).json()["id"]
-    assert wait_for_state(client, sid, {"AWAITING_PLAN_APPROVAL"} | TERMINAL)["state"] == (
-        "AWAITING_PLAN_APPROVAL"
+    start_session(
+        client,
+        prompt="Look around",
+        source=source,
+        require_plan_approval=True,
+        until="AWAITING_PLAN_APPROVAL",
     )
     return str(fake_model.requests[0]["messages"][0]["content"])
