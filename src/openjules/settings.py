@@ -218,9 +218,14 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _usable_database(cls, value: str) -> str:
-        scheme, sep, _ = value.partition("://")
+        scheme, sep, rest = value.partition("://")
         if value and (not sep or scheme not in DATABASE_SCHEMES):
             raise ValueError(f"expected {DATABASE_URL_FORMS}")
+        if scheme == "sqlite+aiosqlite" and rest.partition("?")[0] in ("", "/", "/:memory:"):
+            raise ValueError(
+                "an in-memory SQLite database is gone when its connection closes, and "
+                f"openjules uses many connections and processes; expected {DATABASE_URL_FORMS}"
+            )
         return value
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:

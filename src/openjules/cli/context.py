@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -92,18 +91,11 @@ def _given_as_flag(param: str) -> bool:
 
 
 def _check_sqlite_file(settings: Settings) -> None:
-    """For a SQLite ``--database-url``: a file (not memory), whose directory is one or can
-    be created."""
-    flag = "--database-url" if _given_as_flag("database_url") else "OPENJULES_DATABASE_URL"
+    """For a SQLite ``--database-url``: its directory must be one, or creatable."""
     path = sqlite_file(settings)
     if path is None:
-        if _is_sqlite(settings):
-            raise click.ClickException(
-                f"{flag}: an in-memory SQLite database is gone when its connection closes, "
-                "and openjules uses many connections and processes; name a file: "
-                "sqlite+aiosqlite:///PATH."
-            )
         return
+    flag = "--database-url" if _given_as_flag("database_url") else "OPENJULES_DATABASE_URL"
     if path.is_dir():
         raise click.ClickException(f"{flag}: {path} is a directory, not a database file.")
     _check_directory(path.parent, f"The directory of {flag} ({path.parent})")
@@ -123,13 +115,6 @@ def _check_directory(path: Path, subject: str) -> None:
         raise click.ClickException(
             f"{subject} cannot be created: no permission to write in {existing}."
         )
-
-
-def _is_sqlite(settings: Settings) -> bool:
-    try:
-        return make_url(settings.resolved_database_url()).get_backend_name() == "sqlite"
-    except ArgumentError:
-        return False
 
 
 def sqlite_file(settings: Settings) -> Path | None:
