@@ -21,6 +21,7 @@ from openjules.store.database import Database
 from openjules.store.jobs import JobState
 from openjules.store.plans import StepDraft
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 
 BATCH = 250
 SEED_OWNER = "bench-seed"
@@ -55,10 +56,15 @@ async def _seed(url: str, *, user_name: str, source: str, count: int) -> None:
                     if lease is None or lease.session_id != session.id:
                         raise BenchError(f"seeding: the job of session {session.id} was not next")
                     await transitions.apply(
-                        conn, session_id=lease.session_id, event=Event.START_PLANNING
+                        ConnectionWriter(conn),
+                        session_id=lease.session_id,
+                        event=Event.START_PLANNING,
                     )
                     await plans.propose(
-                        conn, session_id=lease.session_id, steps=STEPS, require_approval=True
+                        ConnectionWriter(conn),
+                        session_id=lease.session_id,
+                        steps=STEPS,
+                        require_approval=True,
                     )
                     await jobs.finish(conn, lease=lease)
     finally:

@@ -71,6 +71,7 @@ from openjules.store.activities import NewActivity
 from openjules.store.database import Database
 from openjules.store.migrate import upgrade_to_head
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 
 HOST = "127.0.0.1"
 SERVE_SCRIPT = Path(__file__).with_name("_serve.py")
@@ -206,7 +207,10 @@ async def _seed(url: str, activities: int) -> tuple[str, str]:
             ]
             async with db.write() as conn:
                 await transitions.apply(
-                    conn, session_id=session.id, event=Event.USER_MESSAGED, new_activities=batch
+                    ConnectionWriter(conn),
+                    session_id=session.id,
+                    event=Event.USER_MESSAGED,
+                    new_activities=batch,
                 )
         return key.secret, session.id
     finally:

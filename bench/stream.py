@@ -58,6 +58,7 @@ from openjules.store.clock import parse_timestamp_ns
 from openjules.store.database import POOL_SIZE, Database
 from openjules.store.migrate import upgrade_to_head
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 
 HOST = "127.0.0.1"
 SERVE_SCRIPT = Path(__file__).with_name("_serve.py")
@@ -258,7 +259,10 @@ async def commit_activity(db: Database, sid: str, text: str) -> int:
     activity = NewActivity(kind=UserMessaged(user_message=text), originator=Originator.USER)
     async with db.write() as conn:
         await transitions.apply(
-            conn, session_id=sid, event=Event.USER_MESSAGED, new_activities=[activity]
+            ConnectionWriter(conn),
+            session_id=sid,
+            event=Event.USER_MESSAGED,
+            new_activities=[activity],
         )
     return time.time_ns()
 

@@ -59,6 +59,7 @@ from openjules.store.plans import StepDraft
 from openjules.store.query import Filter
 from openjules.store.sources import SourceRecord
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 from openjules.testing import LiveServer
 
 T = TypeVar("T")
@@ -293,7 +294,9 @@ async def seed_sessions(db: Database, owner_id: int, count: int, *, batch: int =
                 kind = n % 4
                 if kind == 0:
                     continue
-                await transitions.apply(conn, session_id=record.id, event=Event.START_WORK)
+                await transitions.apply(
+                    ConnectionWriter(conn), session_id=record.id, event=Event.START_WORK
+                )
                 if kind == 2:
                     patch = patch_of(2, rng)
                     pr = PullRequest(
@@ -303,7 +306,7 @@ async def seed_sessions(db: Database, owner_id: int, count: int, *, batch: int =
                         head_ref=f"jules/{n}",
                     )
                     await transitions.apply(
-                        conn,
+                        ConnectionWriter(conn),
                         session_id=record.id,
                         event=Event.COMPLETED,
                         new_activities=[
@@ -316,7 +319,7 @@ async def seed_sessions(db: Database, owner_id: int, count: int, *, batch: int =
                     )
                 elif kind == 3:
                     await transitions.apply(
-                        conn,
+                        ConnectionWriter(conn),
                         session_id=record.id,
                         event=Event.FAILED,
                         new_activities=[
@@ -329,9 +332,11 @@ async def seed_sessions(db: Database, owner_id: int, count: int, *, batch: int =
 
 
 async def _plan(conn: AsyncConnection, session_id: str, rng: random.Random, steps: int) -> None:
-    await transitions.apply(conn, session_id=session_id, event=Event.START_PLANNING)
+    await transitions.apply(
+        ConnectionWriter(conn), session_id=session_id, event=Event.START_PLANNING
+    )
     await plans.propose(
-        conn,
+        ConnectionWriter(conn),
         session_id=session_id,
         steps=[
             StepDraft(title=_sentence(rng, 5), description=_sentence(rng, 16)) for _ in range(steps)
@@ -373,7 +378,10 @@ async def seed_long_session(db: Database, owner_id: int, activities: int) -> str
                 event = Event.USER_MESSAGED
             async with db.write() as conn:
                 await transitions.apply(
-                    conn, session_id=session_id, event=event, new_activities=[activity]
+                    ConnectionWriter(conn),
+                    session_id=session_id,
+                    event=event,
+                    new_activities=[activity],
                 )
         done = NewActivity(
             kind=ProgressUpdated(
@@ -384,13 +392,16 @@ async def seed_long_session(db: Database, owner_id: int, activities: int) -> str
         )
         async with db.write() as conn:
             await transitions.apply(
-                conn, session_id=session_id, event=Event.PROGRESS, new_activities=[done]
+                ConnectionWriter(conn),
+                session_id=session_id,
+                event=Event.PROGRESS,
+                new_activities=[done],
             )
     final = change_set(patch_of(steps, random.Random(steps - 1)), "Handle empty input lists")
     pr = PullRequest(url="https://github.example.invalid/acme/widgets/pull/1", title="Task 0")
     async with db.write() as conn:
         await transitions.apply(
-            conn,
+            ConnectionWriter(conn),
             session_id=session_id,
             event=Event.COMPLETED,
             new_activities=[
@@ -413,7 +424,7 @@ async def seed_running_session(db: Database, owner_id: int) -> str:
         record = await session_store.create(conn, owner_id=owner_id, request=_request(rng, 1))
         await _plan(conn, record.id, rng, 5)
         await transitions.apply(
-            conn,
+            ConnectionWriter(conn),
             session_id=record.id,
             event=Event.PROGRESS,
             new_activities=[bash_activity(rng, 2000)],
@@ -436,7 +447,10 @@ async def append_one(db: Database, session_id: str, activity: NewActivity) -> tu
     try:
         async with db.write() as conn:
             result = await transitions.apply(
-                conn, session_id=session_id, event=event, new_activities=[activity]
+                ConnectionWriter(conn),
+                session_id=session_id,
+                event=event,
+                new_activities=[activity],
             )
     finally:
         unsubscribe()

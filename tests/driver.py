@@ -24,6 +24,7 @@ from openjules.store.activities import NewActivity
 from openjules.store.oneshot import run_write
 from openjules.store.plans import StepDraft
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 
 T = TypeVar("T")
 
@@ -38,9 +39,10 @@ def propose_plan(
     """QUEUED -> PLANNING -> plan; returns the plan id."""
 
     async def action(conn: AsyncConnection) -> str:
-        await transitions.apply(conn, session_id=session_id, event=Event.START_PLANNING)
+        writer = ConnectionWriter(conn)
+        await transitions.apply(writer, session_id=session_id, event=Event.START_PLANNING)
         plan, _ = await plans.propose(
-            conn,
+            writer,
             session_id=session_id,
             steps=[StepDraft(title=t, description=f"Do {t}") for t in steps],
             require_approval=require_approval,
@@ -53,7 +55,7 @@ def propose_plan(
 def add_progress(settings: Settings, session_id: str, *, titles: list[str]) -> None:
     async def action(conn: AsyncConnection) -> None:
         await transitions.apply(
-            conn,
+            ConnectionWriter(conn),
             session_id=session_id,
             event=Event.PROGRESS,
             new_activities=[
@@ -68,7 +70,7 @@ def add_progress(settings: Settings, session_id: str, *, titles: list[str]) -> N
 def ask_user(settings: Settings, session_id: str, *, question: str) -> None:
     async def action(conn: AsyncConnection) -> None:
         await transitions.apply(
-            conn,
+            ConnectionWriter(conn),
             session_id=session_id,
             event=Event.AGENT_ASKED,
             new_activities=[
@@ -91,7 +93,7 @@ def complete(settings: Settings, session_id: str, *, patch: str, base_commit: st
 
     async def action(conn: AsyncConnection) -> None:
         await transitions.apply(
-            conn,
+            ConnectionWriter(conn),
             session_id=session_id,
             event=Event.COMPLETED,
             new_activities=[

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules._types import CreateSessionRequest
 from openjules.store import session_actions, sessions, users
 from openjules.store.oneshot import run_write
+from openjules.store.writer import ConnectionWriter
 from openjules.testing import LiveServer, provision_user
 from tests.client.conftest import OpenSDK
 
@@ -50,7 +51,7 @@ def owner(server: LiveServer) -> Owner:
             created.append(record.id)
         for n in range(MESSAGES):
             await session_actions.send_message(f"Message {n}").apply(
-                conn, owner_id=user.id, session_id=created[0]
+                ConnectionWriter(conn), owner_id=user.id, session_id=created[0]
             )
         return created
 

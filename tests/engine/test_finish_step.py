@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules.store import agent_state, jobs, tables
 from openjules.store.agent_state import Finishing
 from openjules.store.oneshot import run_write
+from openjules.store.writer import ConnectionWriter
 from openjules.testing import FakeModel, LiveServer
 from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
 from tests.support import TERMINAL, kinds, list_activities, wait_for_state
@@ -42,8 +43,10 @@ def _rewind_to_staged_finish(server: LiveServer, session_id: str) -> None:
         assert transcript is not None
         assert transcript.finishing is None
         transcript.finishing = Finishing(summary="Added notes.", commit_message="Add notes")
-        await agent_state.save_transcript(conn, session_id=session_id, transcript=transcript)
-        await jobs.enqueue(conn, session_id=session_id)
+        await agent_state.save_transcript(
+            ConnectionWriter(conn), session_id=session_id, transcript=transcript
+        )
+        await jobs.enqueue(ConnectionWriter(conn), session_id=session_id)
 
     run_write(server.settings.resolved_database_url(), action)
 

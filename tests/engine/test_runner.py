@@ -19,6 +19,7 @@ from openjules.settings import Settings
 from openjules.store import jobs, sessions, tables, transitions, users
 from openjules.store.database import Database
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 from tests.jobs_support import database_without_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -95,7 +96,7 @@ async def test_enqueue_while_running_runs_the_session_again(db: Database) -> Non
     try:
         await asyncio.wait_for(started.wait(), 10)
         async with db.write() as conn:  # e.g. a sendMessage arriving mid-run
-            await jobs.enqueue(conn, session_id=session_id)
+            await jobs.enqueue(ConnectionWriter(conn), session_id=session_id)
         release.set()
         await _wait_until(lambda: runs >= 2)
     finally:
@@ -188,7 +189,7 @@ async def test_a_wake_up_racing_a_finishing_worker_is_not_lost(db: Database) -> 
 
     async def wake() -> None:  # what approvePlan / sendMessage do
         async with db.write() as conn:
-            await jobs.enqueue(conn, session_id=session_id)
+            await jobs.enqueue(ConnectionWriter(conn), session_id=session_id)
 
     waking = asyncio.create_task(wake())
     await asyncio.sleep(0.3)  # the wake-up is now waiting on the finishing transaction
@@ -275,7 +276,9 @@ async def test_renewal_stops_work_whose_session_another_process_ended(db: Databa
         for sid in (failed, deleted, running):
             await work.wait_started(sid)
         async with elsewhere.write() as conn:
-            await fail_session(conn, session_id=failed, reason="stopped by an operator")
+            await fail_session(
+                ConnectionWriter(conn), session_id=failed, reason="stopped by an operator"
+            )
             owner = (
                 (
                     await conn.execute(
@@ -285,7 +288,9 @@ async def test_renewal_stops_work_whose_session_another_process_ended(db: Databa
                 .one()
                 .owner_id
             )
-            await sessions.delete_session(conn, owner_id=owner, session_id=deleted)
+            await sessions.delete_session(
+                ConnectionWriter(conn), owner_id=owner, session_id=deleted
+            )
         # Renewals come every lease/3 = 0.2 s.
         await _wait_until(lambda: sorted(work.cancelled) == sorted([failed, deleted]), limit_s=3)
         await _job_reaches(db, failed, "done")
@@ -299,7 +304,7 @@ async def test_renewal_stops_work_whose_session_another_process_ended(db: Databa
 
 async def _apply(db: Database, session_id: str, event: Event) -> None:
     async with db.write() as conn:
-        await transitions.apply(conn, session_id=session_id, event=event)
+        await transitions.apply(ConnectionWriter(conn), session_id=session_id, event=event)
 
 
 async def test_a_change_made_in_another_process_stops_work_at_once(db: Database) -> None:
@@ -330,7 +335,9 @@ async def test_a_change_made_in_another_process_stops_work_at_once(db: Database)
                 .one()
                 .owner_id
             )
-            await sessions.delete_session(conn, owner_id=owner, session_id=deleted)
+            await sessions.delete_session(
+                ConnectionWriter(conn), owner_id=owner, session_id=deleted
+            )
         # The SQLite change poll reads update times, so it cannot see a row that is gone:
         # there a deletion by another process is found by the lease renewal.
         stopped = [paused, cancelled] if db.is_sqlite else [paused, cancelled, deleted]

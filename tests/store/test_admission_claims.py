@@ -17,6 +17,7 @@ from openjules.settings import Settings
 from openjules.store import jobs, sessions, tables, transitions, users
 from openjules.store.database import Database
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 from tests.jobs_support import database_without_jobs
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -63,8 +64,8 @@ async def test_a_user_at_their_limit_is_skipped_and_their_queue_starts_in_order(
         assert await jobs.any_runnable(conn, user_limit=0)
     # One of Alice's ends: her next one, in creation order, takes its place.
     async with db.write() as conn:
-        await transitions.apply(conn, session_id=alice[0], event=Event.START_WORK)
-        await transitions.apply(conn, session_id=alice[0], event=Event.CANCELLED)
+        await transitions.apply(ConnectionWriter(conn), session_id=alice[0], event=Event.START_WORK)
+        await transitions.apply(ConnectionWriter(conn), session_id=alice[0], event=Event.CANCELLED)
     assert await _claim(db, user_limit=2) == [alice[2]]
     assert await _claim(db, user_limit=2) == []
 
@@ -77,7 +78,7 @@ async def test_a_woken_session_of_a_user_at_their_limit_is_not_held_back(db: Dat
     # Its run ends while it waits for a person; a message wakes it again later.
     async with db.write() as conn:
         assert not await jobs.finish(conn, lease=leases[0])
-        await jobs.enqueue(conn, session_id=alice[0])
+        await jobs.enqueue(ConnectionWriter(conn), session_id=alice[0])
     assert await _claim(db, user_limit=2) == [alice[0]]
 
 

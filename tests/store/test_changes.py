@@ -16,6 +16,7 @@ from openjules.store import sessions, users
 from openjules.store.change_peers import LocalPeers
 from openjules.store.changes import Change, Everything
 from openjules.store.database import Database
+from openjules.store.writer import ConnectionWriter
 
 WAIT_S = 10.0
 
@@ -99,7 +100,10 @@ async def test_a_write_of_another_process_is_heard(db: Database, url: str) -> No
         heard.changes.clear()
         async with other.write() as conn:
             await sessions.set_archived(
-                conn, owner_id=change.owner_id, session_id=change.session_id, archived=True
+                ConnectionWriter(conn),
+                owner_id=change.owner_id,
+                session_id=change.session_id,
+                archived=True,
             )
         await heard.until(change)
     finally:

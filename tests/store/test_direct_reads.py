@@ -14,6 +14,7 @@ from openjules._types import CreateSessionRequest
 from openjules.store import sessions, users
 from openjules.store.database import Database, DatabaseUnavailable
 from openjules.store.query import Filter
+from openjules.store.writer import ConnectionWriter
 from tests.store.other_process import end_postgres_connections, holding_sqlite_write_lock
 
 READS_AT_ONCE = 50
@@ -32,7 +33,9 @@ async def test_a_read_sees_the_write_committed_just_before(db: Database) -> None
     owner, session_id = await _create(db, user_name="raw", prompt="first")
     assert (await sessions.read(db.reads, owner_id=owner, session_id=session_id)).prompt == "first"
     async with db.write() as conn:
-        await sessions.set_archived(conn, owner_id=owner, session_id=session_id, archived=True)
+        await sessions.set_archived(
+            ConnectionWriter(conn), owner_id=owner, session_id=session_id, archived=True
+        )
     record = await sessions.read(db.reads, owner_id=owner, session_id=session_id)
     assert record.archived
     with pytest.raises(NotFound):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from typing import Any
 
@@ -16,12 +17,21 @@ import pytest
 from sqlalchemy import bindparam, delete, select
 
 from openjules._errors import InvalidArgument
-from openjules._types import CreateSessionRequest, CreateWebhookRequest
-from openjules.store import sessions, tables, users, webhooks
+from openjules._types import (
+    CreateSessionRequest,
+    CreateWebhookRequest,
+    Originator,
+    ProgressUpdated,
+)
+from openjules.store import agent_state, plans, sessions, tables, transitions, users, webhooks
+from openjules.store.activities import NewActivity
+from openjules.store.agent_state import Checkpoint, Transcript
 from openjules.store.changes import Change, Everything
 from openjules.store.database import Database, DatabaseUnavailable
+from openjules.store.plans import StepDraft
 from openjules.store.sessions import SessionRecord
-from openjules.store.writer import Writer
+from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter, Writer
 from tests.store.other_process import end_postgres_connections, holding_sqlite_write_lock
 
 REQUEST = CreateSessionRequest(prompt="Fix the flaky test\nand say why.")
@@ -34,6 +44,8 @@ VARYING = {
     "available_time",
     "next_attempt_time",
     "message_id",
+    "last_activity_time",
+    "approve_time",
 }
 
 
@@ -87,6 +99,89 @@ async def test_a_direct_create_writes_what_the_sqlalchemy_create_writes(db: Data
     assert [len(written[t]) for t in ("sessions", "jobs", "webhook_events")] == [1, 1, 1]
     assert written["sessions"][0]["state"] == "QUEUED"
     assert written["webhook_events"][0]["event_type"] == "session.created"
+
+
+# What a step of the agent writes, and then a person's pause and resume (a job withdrawn
+# and enqueued again), as the journal and the API's verbs run it.
+STEP_TRANSCRIPT = Transcript(messages=[{"role": "user", "content": "Fix it"}])
+
+
+async def _session_life(writer: Writer, session_id: str) -> None:
+    await transitions.apply(writer, session_id=session_id, event=Event.START_PLANNING)
+    await transitions.hold_working(writer, session_id=session_id)
+    await plans.propose(
+        writer, session_id=session_id, steps=[StepDraft(title="Look")], require_approval=False
+    )
+    progress = NewActivity(kind=ProgressUpdated(title="Ran the tests"), originator=Originator.AGENT)
+    await transitions.apply(
+        writer, session_id=session_id, event=Event.PROGRESS, new_activities=[progress]
+    )
+    checkpoint = Checkpoint(base_commit="abc", patch="diff")
+    await agent_state.save_checkpoint(writer, session_id=session_id, checkpoint=checkpoint)
+    for _ in range(2):  # the second one updates the row the first inserted
+        await agent_state.save_transcript(writer, session_id=session_id, transcript=STEP_TRANSCRIPT)
+    await transitions.apply(writer, session_id=session_id, event=Event.PAUSED)
+    await transitions.apply(writer, session_id=session_id, event=Event.RESUMED)
+
+
+# What differs between two sessions' lives: ids, times and webhook message ids.
+_VARYING_TEXT = re.compile(
+    r"[0-9a-f]{32}|\d{4}-\d\d-\d\dT[\d:.]+Z|sessions/\d+|\"id\":\"\d+\"|msg_[0-9a-f]+"
+)
+
+
+async def _life_rows(db: Database, session_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the session's, ids and times left out."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    async with db.read() as conn:
+        for table in (
+            tables.sessions,
+            tables.jobs,
+            tables.activities,
+            tables.plans,
+            tables.transcripts,
+            tables.checkpoints,
+            tables.webhook_events,
+        ):
+            key = table.c.id if table is tables.sessions else table.c.session_id
+            order = table.c.get("create_time", key)
+            statement = select(table).where(key == session_id).order_by(order, *table.primary_key)
+            found[table.name] = [
+                {
+                    k: _VARYING_TEXT.sub("*", v) if isinstance(v, str) else v
+                    for k, v in row.items()
+                    if k not in VARYING
+                }
+                for row in (await conn.execute(statement)).mappings()
+            ]
+    return found
+
+
+async def test_a_direct_transition_writes_what_the_sqlalchemy_transition_writes(
+    db: Database,
+) -> None:
+    owner = await _owner(db, "same-transitions", webhook=True)
+    direct, through = await _direct_create(db, owner), await _direct_create(db, owner)
+    await db.transact(lambda writer: _session_life(writer, direct.id))
+    async with db.write() as conn:
+        await _session_life(ConnectionWriter(conn), through.id)
+    written = await _life_rows(db, direct.id)
+    assert written == await _life_rows(db, through.id)
+    assert written["sessions"][0]["state"] == "IN_PROGRESS"
+    assert written["jobs"][0]["state"] == "ready"
+    assert [_kind(a["body"]) for a in written["activities"]] == [
+        "planGenerated",
+        "planApproved",
+        "progressUpdated",
+    ]
+    assert written["transcripts"][0]["messages"] == json.dumps(STEP_TRANSCRIPT.messages)
+    # The owner's webhook heard every change: created, 3 activities, 4 state changes.
+    assert len(written["webhook_events"]) == 1 + 3 + 4
+
+
+def _kind(body: str) -> str:
+    keys: list[str] = list(json.loads(body))
+    return next(k for k in keys if k not in ("originator", "description"))
 
 
 async def test_changes_are_published_after_the_commit_and_never_for_a_rollback(

@@ -41,6 +41,7 @@ from openjules.store.clock import now_us
 from openjules.store.database import Database
 from openjules.store.migrate import upgrade_to_head
 from openjules.store.transitions import Event
+from openjules.store.writer import ConnectionWriter
 
 STAY = None  # the event leaves the state as it is
 
@@ -170,7 +171,9 @@ async def seed(db: Database, owner_id: int, state: State) -> str:
             conn, owner_id=owner_id, request=CreateSessionRequest(prompt="Add a CHANGELOG")
         )
         earlier = now_us()
-        await activities.append(conn, session_id=record.id, activity=EARLIER, at=earlier)
+        await activities.append(
+            ConnectionWriter(conn), session_id=record.id, activity=EARLIER, at=earlier
+        )
         await conn.execute(
             update(tables.sessions)
             .where(tables.sessions.c.id == record.id)
@@ -239,7 +242,7 @@ async def test_apply(db: Database, store: Store, event: Event, state: State) -> 
     async with db.write() as conn:
         try:
             result = await transitions.apply(
-                conn,
+                ConnectionWriter(conn),
                 session_id=session_id,
                 event=event,
                 new_activities=NEW_ACTIVITIES,
@@ -295,7 +298,7 @@ async def test_a_transition_without_activities_changes_only_the_state(
     session_id = await seed(db, store.owner_id, state)
     before = await snapshot(db, session_id)
     async with db.write() as conn:
-        result = await transitions.apply(conn, session_id=session_id, event=event)
+        result = await transitions.apply(ConnectionWriter(conn), session_id=session_id, event=event)
     after = await snapshot(db, session_id)
     assert result.activities == []
     assert after.activities == before.activities
@@ -312,7 +315,7 @@ async def test_another_owners_session_is_not_found_and_unchanged(
     with pytest.raises(NotFound):
         async with db.write() as conn:
             await transitions.apply(
-                conn,
+                ConnectionWriter(conn),
                 session_id=session_id,
                 event=Event.START_PLANNING,
                 new_activities=NEW_ACTIVITIES,
@@ -334,7 +337,7 @@ async def job_of(db: Database, session_id: str) -> tuple[str, int, str | None]:
 
 async def apply_event(db: Database, session_id: str, event: Event) -> transitions.TransitionResult:
     async with db.write() as conn:
-        return await transitions.apply(conn, session_id=session_id, event=event)
+        return await transitions.apply(ConnectionWriter(conn), session_id=session_id, event=event)
 
 
 @pytest.mark.parametrize("working", ["QUEUED", "PLANNING", "IN_PROGRESS"])
@@ -394,10 +397,10 @@ async def test_a_step_is_held_only_while_the_session_works(
     session_id = await seed(db, store.owner_id, state)
     async with db.write() as conn:
         if state in (State.QUEUED, State.PLANNING, State.IN_PROGRESS):
-            await transitions.hold_working(conn, session_id=session_id)
+            await transitions.hold_working(ConnectionWriter(conn), session_id=session_id)
         else:
             with pytest.raises(FailedPrecondition, match=state.value):
-                await transitions.hold_working(conn, session_id=session_id)
+                await transitions.hold_working(ConnectionWriter(conn), session_id=session_id)
     with pytest.raises(NotFound):
         async with db.write() as conn:
-            await transitions.hold_working(conn, session_id="1234567890123456789")
+            await transitions.hold_working(ConnectionWriter(conn), session_id="1234567890123456789")

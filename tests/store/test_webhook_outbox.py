@@ -17,6 +17,7 @@ from openjules.store.clock import now_us
 from openjules.store.database import Database
 from openjules.store.transitions import Event
 from openjules.store.webhook_outbox import ATTEMPTS_KEPT_PER_WEBHOOK, EventState, Outcome
+from openjules.store.writer import ConnectionWriter
 
 
 class Boom(Exception):
@@ -78,7 +79,7 @@ async def test_claims_hand_out_each_event_once_and_a_session_one_event_at_a_time
         )
         for record in (first, second):
             await transitions.apply(
-                conn,
+                ConnectionWriter(conn),
                 session_id=record.id,
                 event=Event.USER_MESSAGED,
                 new_activities=[_message("more")],

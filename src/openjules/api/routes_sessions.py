@@ -136,8 +136,9 @@ async def _verb(request: Request, user: User, session_id: str, action: Action) -
     tell the runner, answer the Session or ``{}``."""
     sessions.check_session_id(session_id)
     state = AppState.of(request)
-    async with state.db.write() as conn:
-        session = await action.apply(conn, owner_id=user.id, session_id=session_id)
+    session = await state.db.transact(
+        lambda writer: action.apply(writer, owner_id=user.id, session_id=session_id)
+    )
     await state.after(action, session_id=session_id)
     if session is None:
         return responses.empty()

@@ -12,8 +12,6 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from openjules._errors import FailedPrecondition, NotFound
 from openjules._types import (
     AgentMessaged,
@@ -38,6 +36,7 @@ from openjules.store.agent_state import Checkpoint, Finishing, Phase, Transcript
 from openjules.store.database import Database
 from openjules.store.plans import StepDraft
 from openjules.store.transitions import Event
+from openjules.store.writer import Writer
 from openjules.timing import Moment, Part, moment, span
 
 GO_ON = StepOutcome(stop=False)
@@ -67,31 +66,41 @@ class DatabaseJournal:
     _patched_index: bytes = field(default=b"", init=False)
 
     async def new_user_messages(self, *, after_us: int) -> list[tuple[int, str]]:
-        async with self.db.read() as conn:
-            return await agent_state.user_messages_after(
-                conn, session_id=self.session_id, after_us=after_us
-            )
+        return await agent_state.user_messages_after(
+            self.db.reads, session_id=self.session_id, after_us=after_us
+        )
 
     async def record(self, step: Step) -> StepOutcome:
         if step.mutated:
             self.at_checkpoint = False
         patch = await self._patch(step)
-        try:
-            async with self.db.write() as conn:
-                # Paused or cancelled meanwhile: the step is not kept (a resumed run does
-                # it again), and the agent stops here.
-                await transitions.hold_working(conn, session_id=self.session_id)
-                if patch is not None:
-                    checkpoint = Checkpoint(base_commit=self.base_commit, patch=patch)
-                    await agent_state.save_checkpoint(
-                        conn, session_id=self.session_id, checkpoint=checkpoint
-                    )
-                if step.activities:
-                    await self._transition(conn, Event.PROGRESS, *step.activities)
-                outcome = await self._apply(conn, step)
-                await agent_state.save_transcript(
-                    conn, session_id=self.session_id, transcript=step.transcript
+        transcript = step.transcript
+        phase, told = transcript.phase, len(transcript.messages)
+
+        async def record_step(writer: Writer) -> StepOutcome:
+            # A transaction whose connection failed before it could commit is done again
+            # (``Database.transact``): each attempt starts from the transcript the agent
+            # handed over, not from what the failed attempt added to it.
+            transcript.phase = phase
+            del transcript.messages[told:]
+            # Paused or cancelled meanwhile: the step is not kept (a resumed run does it
+            # again), and the agent stops here.
+            await transitions.hold_working(writer, session_id=self.session_id)
+            if patch is not None:
+                checkpoint = Checkpoint(base_commit=self.base_commit, patch=patch)
+                await agent_state.save_checkpoint(
+                    writer, session_id=self.session_id, checkpoint=checkpoint
                 )
+            if step.activities:
+                await self._transition(writer, Event.PROGRESS, *step.activities)
+            outcome = await self._apply(writer, step)
+            await agent_state.save_transcript(
+                writer, session_id=self.session_id, transcript=transcript
+            )
+            return outcome
+
+        try:
+            outcome = await self.db.transact(record_step)
         except (NotFound, FailedPrecondition):
             # Deleted, paused, cancelled, or moved on by someone else (e.g. failed by an
             # operator): stop here.
@@ -123,30 +132,30 @@ class DatabaseJournal:
         self._patched_index = checksum
         return patch
 
-    async def _apply(self, conn: AsyncConnection, step: Step) -> StepOutcome:
+    async def _apply(self, writer: Writer, step: Step) -> StepOutcome:
         """Record what the step's effect means for the session (one handler per effect)."""
         effect = step.effect
         match effect:
             case None:
                 return GO_ON
             case ProposePlan():
-                return await self._propose_plan(conn, effect, step.transcript)
+                return await self._propose_plan(writer, effect, step.transcript)
             case CompleteStep():
-                return await self._complete_step(conn, effect)
+                return await self._complete_step(writer, effect)
             case MessageUser():
-                return await self._message_user(conn, effect)
+                return await self._message_user(writer, effect)
             case AskUser():
-                return await self._ask_user(conn, effect)
+                return await self._ask_user(writer, effect)
             case Finish():
                 return self._stage_finish(effect, step.transcript)
             case _:
                 assert_never(effect)
 
     async def _propose_plan(
-        self, conn: AsyncConnection, plan: ProposePlan, transcript: Transcript
+        self, writer: Writer, plan: ProposePlan, transcript: Transcript
     ) -> StepOutcome:
         _plan, result = await plans.propose(
-            conn,
+            writer,
             session_id=self.session_id,
             steps=[StepDraft(title=t, description=d) for t, d in plan.steps],
             require_approval=self.require_approval,
@@ -158,9 +167,9 @@ class DatabaseJournal:
         transcript.messages.append({"role": "user", "content": approved})
         return GO_ON
 
-    async def _complete_step(self, conn: AsyncConnection, done: CompleteStep) -> StepOutcome:
+    async def _complete_step(self, writer: Writer, done: CompleteStep) -> StepOutcome:
         await self._transition(
-            conn,
+            writer,
             Event.PROGRESS,
             NewActivity(
                 kind=ProgressUpdated(title=done.title, description=done.description),
@@ -170,12 +179,12 @@ class DatabaseJournal:
         )
         return GO_ON
 
-    async def _message_user(self, conn: AsyncConnection, message: MessageUser) -> StepOutcome:
-        await self._transition(conn, Event.AGENT_MESSAGED, _agent_says(message.text))
+    async def _message_user(self, writer: Writer, message: MessageUser) -> StepOutcome:
+        await self._transition(writer, Event.AGENT_MESSAGED, _agent_says(message.text))
         return GO_ON
 
-    async def _ask_user(self, conn: AsyncConnection, question: AskUser) -> StepOutcome:
-        await self._transition(conn, Event.AGENT_ASKED, _agent_says(question.question))
+    async def _ask_user(self, writer: Writer, question: AskUser) -> StepOutcome:
+        await self._transition(writer, Event.AGENT_ASKED, _agent_says(question.question))
         return WAIT
 
     def _stage_finish(self, finish: Finish, transcript: Transcript) -> StepOutcome:
@@ -204,34 +213,39 @@ class DatabaseJournal:
         if delivered.pull_request is not None:
             outputs.insert(0, SessionOutput(pull_request=delivered.pull_request))
         transcript.finishing = None
+
+        async def complete_session(writer: Writer) -> None:
+            await self._transition(writer, Event.COMPLETED, *finished, outputs=outputs)
+            await agent_state.save_transcript(
+                writer, session_id=self.session_id, transcript=transcript
+            )
+
         with contextlib.suppress(NotFound, FailedPrecondition):
-            async with self.db.write() as conn:
-                await self._transition(conn, Event.COMPLETED, *finished, outputs=outputs)
-                await agent_state.save_transcript(
-                    conn, session_id=self.session_id, transcript=transcript
-                )
+            await self.db.transact(complete_session)
             moment(Moment.COMPLETED)
 
     async def fail(self, *, reason: str, transcript: Transcript) -> None:
         # A session paused or cancelled meanwhile keeps the transcript of its last step
         # (a resumed run must not start from a turn that was never recorded).
+        async def fail_run(writer: Writer) -> None:
+            await transitions.hold_working(writer, session_id=self.session_id)
+            await agent_state.save_transcript(
+                writer, session_id=self.session_id, transcript=transcript
+            )
+            await fail_session(writer, session_id=self.session_id, reason=reason)
+
         with contextlib.suppress(NotFound, FailedPrecondition):
-            async with self.db.write() as conn:
-                await transitions.hold_working(conn, session_id=self.session_id)
-                await agent_state.save_transcript(
-                    conn, session_id=self.session_id, transcript=transcript
-                )
-                await fail_session(conn, session_id=self.session_id, reason=reason)
+            await self.db.transact(fail_run)
 
     async def _transition(
         self,
-        conn: AsyncConnection,
+        writer: Writer,
         event: Event,
         *activities: NewActivity,
         outputs: list[SessionOutput] | None = None,
     ) -> None:
         await transitions.apply(
-            conn,
+            writer,
             session_id=self.session_id,
             event=event,
             new_activities=activities,
@@ -254,11 +268,11 @@ def _agent_says(text: str) -> NewActivity:
     return NewActivity(kind=AgentMessaged(agent_message=text), originator=Originator.AGENT)
 
 
-async def fail_session(conn: AsyncConnection, *, session_id: str, reason: str) -> None:
+async def fail_session(writer: Writer, *, session_id: str, reason: str) -> None:
     """FAILED with a ``sessionFailed`` activity; a session already ended is left alone."""
     with contextlib.suppress(NotFound, FailedPrecondition):
         await transitions.apply(
-            conn,
+            writer,
             session_id=session_id,
             event=Event.FAILED,
             new_activities=[

@@ -47,6 +47,7 @@ from openjules.store.jobs import RUNNABLE
 from openjules.store.runs import RunFacts
 from openjules.store.sources import SourceRecord
 from openjules.store.transitions import Event
+from openjules.store.writer import Writer
 from openjules.timing import Moment, ObserverFactory, Part, moment, observing, span
 
 log = logging.getLogger("openjules.engine")
@@ -305,17 +306,21 @@ class SessionWorker:
         if woken:
             # A person woke the session: their message comes before any finish left staged.
             transcript.finishing = None
-        async with self.db.write() as conn:
+
+        async def begin(writer: Writer) -> None:
             # Paused or cancelled since the facts were read: the runner lets the job go.
-            await transitions.hold_working(conn, session_id=session_id)
+            await transitions.hold_working(writer, session_id=session_id)
             if woken:
                 event = Event.START_WORK if facts.plan_approved else Event.START_PLANNING
-                await transitions.apply(conn, session_id=session_id, event=event)
+                await transitions.apply(writer, session_id=session_id, event=event)
             if facts.checkpoint is None:
+                checkpoint = Checkpoint(base_commit=base, patch="")
                 await agent_state.save_checkpoint(
-                    conn, session_id=session_id, checkpoint=Checkpoint(base_commit=base, patch="")
+                    writer, session_id=session_id, checkpoint=checkpoint
                 )
-            await agent_state.save_transcript(conn, session_id=session_id, transcript=transcript)
+            await agent_state.save_transcript(writer, session_id=session_id, transcript=transcript)
+
+        await self.db.transact(begin)
         return transcript
 
     async def give_up(self, session_id: str, error: str) -> None:
@@ -328,8 +333,9 @@ class SessionWorker:
 
     async def _fail(self, session_id: str, reason: str) -> None:
         log.warning("session %s failed: %s", session_id, reason)
-        async with self.db.write() as conn:
-            await fail_session(conn, session_id=session_id, reason=reason)
+        await self.db.transact(
+            lambda writer: fail_session(writer, session_id=session_id, reason=reason)
+        )
 
 
 async def _settled(task: asyncio.Task[None]) -> None:

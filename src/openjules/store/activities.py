@@ -10,7 +10,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Select, bindparam, false, null, select, true, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Insert,
+    Select,
+    bindparam,
+    false,
+    null,
+    select,
+    true,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -21,6 +31,7 @@ from openjules.store.clock import new_hex_id
 from openjules.store.direct import DirectReads
 from openjules.store.query import Condition, Filter, Op, filter_clause
 from openjules.store.session_wire import wire_timestamp
+from openjules.store.writer import Writer
 
 # The official SDK keeps a millisecond high-water mark: two activities in one millisecond
 # make it yield the first again on every poll.
@@ -72,22 +83,25 @@ def render(session_id: str, activity_id: str, create_time: int, body: str) -> st
 
 
 async def append(
-    conn: AsyncConnection, *, session_id: str, activity: NewActivity, at: int
+    writer: Writer, *, session_id: str, activity: NewActivity, at: int
 ) -> ActivityRecord:
     """Insert at time ``at``; callers (the transition table) guarantee ordering and gaps."""
     record = ActivityRecord(
         session_id=session_id, id=new_hex_id(), create_time=at, body=activity.body_json()
     )
-    await conn.execute(
-        tables.activities.insert().values(
-            id=record.id,
-            session_id=session_id,
-            create_time=at,
-            kind=activity_kind_key(activity.kind),
-            body=record.body,
-        )
-    )
+    row = {
+        "id": record.id,
+        "session_id": session_id,
+        "create_time": at,
+        "kind": activity_kind_key(activity.kind),
+        "body": record.body,
+    }
+    await writer.run("activities.insert", _insert, row)
     return record
+
+
+def _insert() -> Insert:
+    return tables.activities.insert()
 
 
 async def get(conn: AsyncConnection, *, session_id: str, activity_id: str) -> ActivityRecord:

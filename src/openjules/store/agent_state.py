@@ -7,13 +7,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._types import ACTIVITY_KIND_KEYS, UserMessaged
 from openjules.store import tables
 from openjules.store.clock import now_us
-from openjules.store.upsert import upsert
+from openjules.store.direct import DirectReads
+from openjules.store.upsert import upsert_on
+from openjules.store.writer import Writer
 
 USER_MESSAGED = ACTIVITY_KIND_KEYS[UserMessaged]
 
@@ -66,11 +68,9 @@ async def load_transcript(conn: AsyncConnection, *, session_id: str) -> Transcri
     )
 
 
-async def save_transcript(
-    conn: AsyncConnection, *, session_id: str, transcript: Transcript
-) -> None:
-    await upsert(
-        conn,
+async def save_transcript(writer: Writer, *, session_id: str, transcript: Transcript) -> None:
+    await upsert_on(
+        writer,
         tables.transcripts,
         key=["session_id"],
         values={
@@ -102,11 +102,9 @@ async def load_checkpoint(conn: AsyncConnection, *, session_id: str) -> Checkpoi
     return None if row is None else Checkpoint(base_commit=row.base_commit, patch=row.patch)
 
 
-async def save_checkpoint(
-    conn: AsyncConnection, *, session_id: str, checkpoint: Checkpoint
-) -> None:
-    await upsert(
-        conn,
+async def save_checkpoint(writer: Writer, *, session_id: str, checkpoint: Checkpoint) -> None:
+    await upsert_on(
+        writer,
         tables.checkpoints,
         key=["session_id"],
         values={
@@ -119,18 +117,23 @@ async def save_checkpoint(
 
 
 async def user_messages_after(
-    conn: AsyncConnection, *, session_id: str, after_us: int
+    reads: DirectReads, *, session_id: str, after_us: int
 ) -> list[tuple[int, str]]:
-    """(createTime, text) of userMessaged activities newer than ``after_us``, oldest first."""
-    rows = (
-        await conn.execute(
-            select(tables.activities.c.create_time, tables.activities.c.body)
-            .where(
-                tables.activities.c.session_id == session_id,
-                tables.activities.c.kind == USER_MESSAGED,
-                tables.activities.c.create_time > after_us,
-            )
-            .order_by(tables.activities.c.create_time)
+    """(createTime, text) of userMessaged activities newer than ``after_us``, oldest first
+    (asked before every model call: a direct read)."""
+    params = {"session_id": session_id, "after_us": after_us, "kind": USER_MESSAGED}
+    rows = await reads.tuples("agent_state.user_messages", _user_messages_statement, params)
+    return [(at, json.loads(body)[USER_MESSAGED]["userMessage"]) for at, body in rows]
+
+
+def _user_messages_statement() -> Select[Any]:
+    a = tables.activities.c
+    return (
+        select(a.create_time, a.body)
+        .where(
+            a.session_id == bindparam("session_id"),
+            a.kind == bindparam("kind"),
+            a.create_time > bindparam("after_us"),
         )
-    ).all()
-    return [(r.create_time, json.loads(r.body)[USER_MESSAGED]["userMessage"]) for r in rows]
+        .order_by(a.create_time)
+    )

@@ -290,7 +290,9 @@ class Database:
     async def transact(self, work: Callable[[Writer], Awaitable[T]]) -> T:
         """``work(writer)`` in one write transaction, as ``write()`` runs one (the same
         promises; changes published after the commit), straight through the driver where
-        ``store.direct_write`` serves the database."""
+        ``store.direct_write`` serves the database. ``work`` may run a second time (on
+        PostgreSQL, after a pooled connection died before the COMMIT was sent): what it
+        changes outside the database must not depend on the attempt that failed."""
         direct = self._direct_writes
         if direct is None:
             async with self.write() as conn:

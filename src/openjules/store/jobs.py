@@ -7,7 +7,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._types import State
@@ -37,34 +48,63 @@ class LeaseStatus(StrEnum):
     NOT_RUNNABLE = "not_runnable"
 
 
-async def enqueue(conn: AsyncConnection, *, session_id: str) -> None:
+async def enqueue(writer: Writer, *, session_id: str) -> None:
     """Make ``session_id`` runnable. A leased job keeps its lease but its generation moves,
     so the worker holding it runs the session again instead of marking it done."""
     now = now_us()
-    existing = (
-        await conn.execute(
-            select(tables.jobs.c.state)
-            .where(tables.jobs.c.session_id == session_id)
-            .with_for_update()  # a finish() in flight commits first; then we see its state
-        )
-    ).first()
-    if existing is None:
-        await conn.execute(
-            tables.jobs.insert().values(
-                session_id=session_id,
-                state=JobState.READY,
-                attempts=0,
-                generation=1,
-                available_time=now,
-                create_time=now,
-            )
+    # A finish() in flight commits first (FOR UPDATE); then this sees its state.
+    existing = await writer.rows("jobs.lock_state", _lock_state, {"job": session_id})
+    if not existing:
+        await writer.run(
+            "jobs.insert",
+            lambda: _INSERT,
+            {
+                "session_id": session_id,
+                "state": JobState.READY.value,
+                "attempts": 0,
+                "generation": 1,
+                "available_time": now,
+                "create_time": now,
+            },
         )
         return
-    values: dict[str, object] = {"generation": tables.jobs.c.generation + 1}
-    if existing.state != JobState.LEASED:
-        values.update(state=JobState.READY, available_time=now, attempts=0)
-    await conn.execute(
-        update(tables.jobs).where(tables.jobs.c.session_id == session_id).values(**values)
+    if existing[0][0] == JobState.LEASED:
+        await writer.run("jobs.next_generation", _next_generation, {"job": session_id})
+        return
+    await writer.run(
+        "jobs.ready_again",
+        _ready_again,
+        {"job": session_id, "now": now, "ready": JobState.READY.value},
+    )
+
+
+# Parameters of these statements are not named after the jobs' columns: SQLAlchemy keeps
+# those for an UPDATE's SET.
+def _lock_state() -> Select[Any]:
+    j = tables.jobs.c
+    return select(j.state).where(j.session_id == bindparam("job")).with_for_update()
+
+
+def _next_generation() -> Update:
+    j = tables.jobs.c
+    return (
+        update(tables.jobs)
+        .where(j.session_id == bindparam("job"))
+        .values(generation=j.generation + 1)
+    )
+
+
+def _ready_again() -> Update:
+    j = tables.jobs.c
+    return (
+        update(tables.jobs)
+        .where(j.session_id == bindparam("job"))
+        .values(
+            generation=j.generation + 1,
+            state=bindparam("ready"),
+            available_time=bindparam("now"),
+            attempts=0,
+        )
     )
 
 
@@ -90,15 +130,23 @@ async def enqueue_new(writer: Writer, *, session_id: str) -> None:
     )
 
 
-async def withdraw(conn: AsyncConnection, *, session_id: str) -> None:
+async def withdraw(writer: Writer, *, session_id: str) -> None:
     """The session wants no more work (cancelled, paused). A job waiting to run is done
     now; a leased one is left to its worker, which notices the session's state and
     releases it, so no second worker can start on the session before the first let go."""
+    await writer.run(
+        "jobs.withdraw",
+        _withdraw,
+        {"job": session_id, "leased": JobState.LEASED.value, "done": JobState.DONE.value},
+    )
+
+
+def _withdraw() -> Update:
     j = tables.jobs.c
-    await conn.execute(
+    return (
         update(tables.jobs)
-        .where(j.session_id == session_id, j.state != JobState.LEASED)
-        .values(state=JobState.DONE, lease_owner=None, lease_expire_time=None)
+        .where(j.session_id == bindparam("job"), j.state != bindparam("leased"))
+        .values(state=bindparam("done"), lease_owner=None, lease_expire_time=None)
     )
 
 

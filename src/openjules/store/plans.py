@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, Update, bindparam, select, update
 
 from openjules._errors import FailedPrecondition
 from openjules._types import Originator, Plan, PlanApproved, PlanGenerated, PlanStep
@@ -14,6 +14,7 @@ from openjules.store import tables, transitions
 from openjules.store.activities import NewActivity
 from openjules.store.clock import format_timestamp, new_hex_id, now_us
 from openjules.store.transitions import Event, TransitionResult
+from openjules.store.writer import Writer
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class StepDraft:
 
 
 async def propose(
-    conn: AsyncConnection,
+    writer: Writer,
     *,
     session_id: str,
     steps: list[StepDraft],
@@ -39,19 +40,18 @@ async def propose(
         ],
         create_time=format_timestamp(now),
     )
-    await conn.execute(
-        tables.plans.insert().values(
-            id=plan.id,
-            session_id=session_id,
-            steps=json.dumps([s.to_wire() for s in plan.steps]),
-            create_time=now,
-            approve_time=None if require_approval else now,
-        )
-    )
+    row = {
+        "id": plan.id,
+        "session_id": session_id,
+        "steps": json.dumps([s.to_wire() for s in plan.steps]),
+        "create_time": now,
+        "approve_time": None if require_approval else now,
+    }
+    await writer.run("plans.insert", tables.plans.insert, row)
     generated = NewActivity(kind=PlanGenerated(plan=plan), originator=Originator.AGENT)
     if require_approval:
         result = await transitions.apply(
-            conn,
+            writer,
             session_id=session_id,
             event=Event.PLAN_AWAITS_APPROVAL,
             new_activities=[generated],
@@ -59,7 +59,7 @@ async def propose(
     else:
         approved = NewActivity(kind=PlanApproved(plan_id=plan.id), originator=Originator.SYSTEM)
         result = await transitions.apply(
-            conn,
+            writer,
             session_id=session_id,
             event=Event.PLAN_AUTO_APPROVED,
             new_activities=[generated, approved],
@@ -67,26 +67,14 @@ async def propose(
     return plan, result
 
 
-async def approve_latest(
-    conn: AsyncConnection, *, owner_id: int, session_id: str
-) -> TransitionResult:
+async def approve_latest(writer: Writer, *, owner_id: int, session_id: str) -> TransitionResult:
     """approvePlan: approve the newest plan; FAILED_PRECONDITION if none awaits approval."""
-    row = (
-        await conn.execute(
-            select(tables.plans.c.id, tables.plans.c.approve_time)
-            .join(tables.sessions, tables.sessions.c.id == tables.plans.c.session_id)
-            .where(
-                tables.plans.c.session_id == session_id,
-                tables.sessions.c.owner_id == owner_id,
-            )
-            .order_by(tables.plans.c.create_time.desc())
-            .limit(1)
-        )
-    ).first()
-    plan_id = row.id if row is not None and row.approve_time is None else ""
+    params = {"session_id": session_id, "owner_id": owner_id}
+    found = await writer.rows("plans.latest", _latest_statement, params)
+    plan_id = found[0][0] if found and found[0][1] is None else ""
     activity = NewActivity(kind=PlanApproved(plan_id=plan_id), originator=Originator.USER)
     result = await transitions.apply(
-        conn,
+        writer,
         session_id=session_id,
         event=Event.PLAN_APPROVED,
         new_activities=[activity],
@@ -94,7 +82,25 @@ async def approve_latest(
     )
     if not plan_id:  # the state said "awaiting approval" but no plan is pending
         raise FailedPrecondition("The session has no plan awaiting approval.")
-    await conn.execute(
-        update(tables.plans).where(tables.plans.c.id == plan_id).values(approve_time=now_us())
-    )
+    await writer.run("plans.approve", _approve_statement, {"plan_id": plan_id, "now": now_us()})
     return result
+
+
+def _latest_statement() -> Select[Any]:
+    p, s = tables.plans.c, tables.sessions.c
+    return (
+        select(p.id, p.approve_time)
+        .join(tables.sessions, s.id == p.session_id)
+        .where(p.session_id == bindparam("session_id"), s.owner_id == bindparam("owner_id"))
+        .order_by(p.create_time.desc())
+        .limit(1)
+    )
+
+
+def _approve_statement() -> Update:
+    p = tables.plans.c
+    return (
+        update(tables.plans)
+        .where(p.id == bindparam("plan_id"))
+        .values(approve_time=bindparam("now"))
+    )

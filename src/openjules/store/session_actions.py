@@ -12,14 +12,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from openjules._errors import FieldViolation, InvalidArgument
 from openjules._types import ActivityKind, Originator, ProgressUpdated, SessionFailed, UserMessaged
 from openjules.store import plans, sessions, transitions
 from openjules.store.activities import NewActivity
 from openjules.store.sessions import SessionRecord
 from openjules.store.transitions import Event
+from openjules.store.writer import Writer
 
 
 class Then(Enum):
@@ -31,7 +30,7 @@ class Then(Enum):
 
 
 # An action's change: the session as it left it, or None where the API answers ``{}``.
-Change = Callable[[AsyncConnection, int, str], Awaitable[SessionRecord | None]]
+Change = Callable[[Writer, int, str], Awaitable[SessionRecord | None]]
 
 
 @dataclass(frozen=True)
@@ -40,19 +39,19 @@ class Action:
     then: Then
 
     async def apply(
-        self, conn: AsyncConnection, *, owner_id: int, session_id: str
+        self, writer: Writer, *, owner_id: int, session_id: str
     ) -> SessionRecord | None:
         sessions.check_session_id(session_id)
-        return await self.change(conn, owner_id, session_id)
+        return await self.change(writer, owner_id, session_id)
 
 
 def _by_user(event: Event, kind: ActivityKind, *, answer: bool) -> Change:
     """A change that applies ``event`` with one activity of the user's; ``answer``: the
     result is the session as the change left it."""
 
-    async def change(conn: AsyncConnection, owner_id: int, session_id: str) -> SessionRecord | None:
+    async def change(writer: Writer, owner_id: int, session_id: str) -> SessionRecord | None:
         await transitions.apply(
-            conn,
+            writer,
             session_id=session_id,
             owner_id=owner_id,
             event=event,
@@ -60,26 +59,26 @@ def _by_user(event: Event, kind: ActivityKind, *, answer: bool) -> Change:
         )
         if not answer:
             return None
-        return await sessions.get(conn, owner_id=owner_id, session_id=session_id)
+        return await sessions.get_on(writer, owner_id=owner_id, session_id=session_id)
 
     return change
 
 
 def _archived(archived: bool) -> Change:
-    async def change(conn: AsyncConnection, owner_id: int, session_id: str) -> SessionRecord:
+    async def change(writer: Writer, owner_id: int, session_id: str) -> SessionRecord:
         return await sessions.set_archived(
-            conn, owner_id=owner_id, session_id=session_id, archived=archived
+            writer, owner_id=owner_id, session_id=session_id, archived=archived
         )
 
     return change
 
 
-async def _approve(conn: AsyncConnection, owner_id: int, session_id: str) -> None:
-    await plans.approve_latest(conn, owner_id=owner_id, session_id=session_id)
+async def _approve(writer: Writer, owner_id: int, session_id: str) -> None:
+    await plans.approve_latest(writer, owner_id=owner_id, session_id=session_id)
 
 
-async def _delete(conn: AsyncConnection, owner_id: int, session_id: str) -> None:
-    await sessions.delete_session(conn, owner_id=owner_id, session_id=session_id)
+async def _delete(writer: Writer, owner_id: int, session_id: str) -> None:
+    await sessions.delete_session(writer, owner_id=owner_id, session_id=session_id)
 
 
 CANCELLED_REASON = "Cancelled by the user."

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Row, Select, Table, Update, and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from openjules._errors import FieldViolation, InvalidArgument, NotFound
 from openjules._types import AutomationMode, CreateSessionRequest, SessionOutput, State
 from openjules.store import (
-    changes,
     cursors,
     jobs,
     session_wire,
@@ -31,7 +30,7 @@ from openjules.store import (
 from openjules.store.clock import new_session_id, now_us
 from openjules.store.direct import DirectReads
 from openjules.store.query import Condition, Filter, Op, filter_clause
-from openjules.store.writer import ConnectionWriter, Writer
+from openjules.store.writer import Build, ConnectionWriter, Writer
 
 TITLE_MAX_CHARS = 80
 SESSION_ID = re.compile(r"^[0-9]{1,20}$")
@@ -208,6 +207,10 @@ async def create_on(
     return record
 
 
+# The columns of ``select(tables.sessions)``, in order.
+_SESSION_COLUMNS = tuple(c.key for c in tables.sessions.c)
+
+
 def _get_statement() -> Select[Any]:
     return select(tables.sessions).where(
         _S.id == bindparam("session_id"), _S.owner_id == bindparam("owner_id")
@@ -221,11 +224,16 @@ def _owned_statement() -> Select[Any]:
 
 
 async def get(conn: AsyncConnection, *, owner_id: int, session_id: str) -> SessionRecord:
+    return await get_on(ConnectionWriter(conn), owner_id=owner_id, session_id=session_id)
+
+
+async def get_on(writer: Writer, *, owner_id: int, session_id: str) -> SessionRecord:
+    """``get`` in the transaction on ``writer``."""
     params = {"session_id": check_session_id(session_id), "owner_id": owner_id}
-    row = (await conn.execute(_get_statement(), params)).first()
-    if row is None:
+    found = await writer.rows("sessions.get", _get_statement, params)
+    if not found:
         raise NotFound()
-    return SessionRecord.from_row(row)
+    return SessionRecord.from_row(dict(zip(_SESSION_COLUMNS, found[0], strict=True)))
 
 
 async def read(reads: DirectReads, *, owner_id: int, session_id: str) -> SessionRecord:
@@ -239,13 +247,29 @@ async def read(reads: DirectReads, *, owner_id: int, session_id: str) -> Session
 
 async def find(conn: AsyncConnection, *, session_id: str) -> SessionRecord | None:
     """Any owner's session (for the engine), or None when it does not exist."""
-    row = (await conn.execute(select(tables.sessions).where(_S.id == session_id))).first()
-    return None if row is None else SessionRecord.from_row(row)
+    return await find_on(ConnectionWriter(conn), session_id=session_id)
+
+
+def _find_statement() -> Select[Any]:
+    return select(tables.sessions).where(_S.id == bindparam("session_id"))
+
+
+async def find_on(writer: Writer, *, session_id: str) -> SessionRecord | None:
+    """``find`` in the transaction on ``writer``."""
+    found = await writer.rows("sessions.find", _find_statement, {"session_id": session_id})
+    if not found:
+        return None
+    return SessionRecord.from_row(dict(zip(_SESSION_COLUMNS, found[0], strict=True)))
 
 
 async def ensure_owned(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
+    await ensure_owned_on(ConnectionWriter(conn), owner_id=owner_id, session_id=session_id)
+
+
+async def ensure_owned_on(writer: Writer, *, owner_id: int, session_id: str) -> None:
+    """NotFound unless ``owner_id`` owns the session (in the transaction on ``writer``)."""
     params = {"session_id": check_session_id(session_id), "owner_id": owner_id}
-    if (await conn.execute(_owned_statement(), params)).first() is None:
+    if not await writer.rows("sessions.owned", _owned_statement, params):
         raise NotFound()
 
 
@@ -361,21 +385,31 @@ def row_cursor(row: tuple[Any, ...]) -> str:
 
 
 async def set_archived(
-    conn: AsyncConnection,
+    writer: Writer,
     *,
     owner_id: int,
     session_id: str,
     archived: bool,
 ) -> SessionRecord:
-    result = await conn.execute(
+    params = {
+        "session_id": check_session_id(session_id),
+        "owner": owner_id,
+        "new_archived": archived,
+        "now": now_us(),
+    }
+    await writer.run("sessions.set_archived", _set_archived_statement, params)
+    record = await get_on(writer, owner_id=owner_id, session_id=session_id)  # or NotFound
+    await writer.announce(owner_id=owner_id, session_id=session_id)
+    return record
+
+
+def _set_archived_statement() -> Update:
+    # No parameter named after a column: SQLAlchemy keeps those for an UPDATE's SET.
+    return (
         update(tables.sessions)
-        .where(_S.id == check_session_id(session_id), _S.owner_id == owner_id)
-        .values(archived=archived, update_time=now_us())
+        .where(_S.id == bindparam("session_id"), _S.owner_id == bindparam("owner"))
+        .values(archived=bindparam("new_archived"), update_time=bindparam("now"))
     )
-    if result.rowcount == 0:
-        raise NotFound()
-    await changes.announce(conn, owner_id=owner_id, session_id=session_id)
-    return await get(conn, owner_id=owner_id, session_id=session_id)
 
 
 # Every table whose rows belong to a session, read off the schema (children first).
@@ -386,12 +420,18 @@ SESSION_CHILDREN = tuple(
 )
 
 
-async def delete_session(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:
-    await ensure_owned(conn, owner_id=owner_id, session_id=session_id)
+async def delete_session(writer: Writer, *, owner_id: int, session_id: str) -> None:
+    await ensure_owned_on(writer, owner_id=owner_id, session_id=session_id)
     # Explicit child deletes: SQLite only cascades with foreign_keys=ON, which other tools
     # opening the file may not set. A new table that references sessions is deleted with
     # them (SESSION_CHILDREN).
+    params = {"session_id": session_id}
     for table in SESSION_CHILDREN:
-        await conn.execute(delete(table).where(table.c.session_id == session_id))
-    await conn.execute(delete(tables.sessions).where(_S.id == session_id))
-    await changes.announce(conn, owner_id=owner_id, session_id=session_id)
+        await writer.run(("sessions.delete_children", table.name), _delete_of(table), params)
+    await writer.run("sessions.delete", _delete_of(tables.sessions, column="id"), params)
+    await writer.announce(owner_id=owner_id, session_id=session_id)
+
+
+def _delete_of(table: Table, *, column: str = "session_id") -> Build:
+    """A builder of ``DELETE FROM table WHERE column = :session_id``."""
+    return lambda: delete(table).where(table.c[column] == bindparam("session_id"))

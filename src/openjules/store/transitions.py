@@ -12,15 +12,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, Update, bindparam, select, update
 
 from openjules._errors import FailedPrecondition, NotFound
 from openjules._types import SessionOutput, State
-from openjules.store import activities, changes, jobs, tables, webhook_outbox
+from openjules.store import activities, jobs, tables, webhook_outbox
 from openjules.store.activities import MIN_ACTIVITY_GAP_US, ActivityRecord, NewActivity
 from openjules.store.clock import now_us
+from openjules.store.writer import Writer
 
 
 class Event(StrEnum):
@@ -107,18 +108,62 @@ _PRECONDITION_MESSAGES: dict[Event, str] = {
 }
 
 
-async def hold_working(conn: AsyncConnection, *, session_id: str) -> None:
+@dataclass
+class _Locked:
+    """The session row as this transaction locked it (kept current by ``apply``)."""
+
+    state: State
+    last_activity_time: int
+    owner_id: int
+    paused_from: str | None
+
+
+def _lock_statement() -> Select[Any]:
+    s, w = tables.sessions.c, tables.webhooks.c
+    # Whether the owner has any webhook rides along, so the common case (none) costs the
+    # transition no look-up of its own (``webhook_outbox.record_transition``).
+    hooked = select(w.id).where(w.owner_id == s.owner_id).exists()
+    return (
+        select(s.state, s.last_activity_time, s.owner_id, s.paused_from, hooked)
+        .where(s.id == bindparam("session_id"))
+        .with_for_update()
+    )
+
+
+def _update_statement() -> Update:
+    s = tables.sessions.c
+    return update(tables.sessions).where(s.id == bindparam("session_id"))
+
+
+async def _lock(writer: Writer, *, session_id: str) -> _Locked:
+    """Lock the session row for the transaction, once however often it is asked for;
+    NotFound if there is none."""
+    key = (_LOCKED, session_id)
+    locked: _Locked | None = writer.memo.get(key)
+    if locked is not None:
+        return locked
+    rows = await writer.rows("sessions.lock", _lock_statement, {"session_id": session_id})
+    if not rows:
+        raise NotFound()
+    state, last_activity_time, owner_id, paused_from, hooked = rows[0]
+    locked = _Locked(State(state), last_activity_time, owner_id, paused_from)
+    writer.memo[key] = locked
+    if not hooked:
+        webhook_outbox.know_no_hooks(writer, owner_id=owner_id)
+    return locked
+
+
+_LOCKED = "openjules_locked_session"
+
+
+async def hold_working(writer: Writer, *, session_id: str) -> None:
     """The agent records a step only while its session wants the work: lock the session
     row for the step's transaction (a pause or cancel committing at the same moment waits
     for the step, or the step for it) and raise NotFound or FailedPrecondition once it was
     deleted, paused, cancelled or otherwise moved on, so nothing of the step is written."""
-    s = tables.sessions.c
-    found = await conn.execute(select(s.state).where(s.id == session_id).with_for_update())
-    state = found.scalar()
-    if state is None:
-        raise NotFound()
-    if State(state) not in jobs.RUNNABLE:
-        raise FailedPrecondition(f"The session no longer runs (state is {state}).")
+    locked = await _lock(writer, session_id=session_id)
+    if locked.state not in jobs.RUNNABLE:
+        raise FailedPrecondition(f"The session no longer runs (state is {locked.state}).")
 
 
 @dataclass(frozen=True)
@@ -129,7 +174,7 @@ class TransitionResult:
 
 
 async def apply(
-    conn: AsyncConnection,
+    writer: Writer,
     *,
     session_id: str,
     event: Event,
@@ -138,18 +183,10 @@ async def apply(
     owner_id: int | None = None,
 ) -> TransitionResult:
     """Apply ``event`` to the session; raise FAILED_PRECONDITION if the table forbids it."""
-    s = tables.sessions.c
-    query = (
-        select(s.state, s.last_activity_time, s.owner_id, s.paused_from)
-        .where(s.id == session_id)
-        .with_for_update()
-    )
-    if owner_id is not None:
-        query = query.where(tables.sessions.c.owner_id == owner_id)
-    row = (await conn.execute(query)).first()
-    if row is None:
+    locked = await _lock(writer, session_id=session_id)
+    if owner_id is not None and locked.owner_id != owner_id:
         raise NotFound()
-    previous = State(row.state)
+    previous = locked.state
     rule = TRANSITIONS[event].get(previous)
     if rule is None:
         template = _PRECONDITION_MESSAGES.get(
@@ -158,15 +195,15 @@ async def apply(
         raise FailedPrecondition(template.format(event=event.value, state=previous.value))
     state = rule.to or previous
     if rule.unpause:
-        state = State(row.paused_from or State.QUEUED.value)
+        state = State(locked.paused_from or State.QUEUED.value)
 
     now = now_us()
-    at = row.last_activity_time
+    at = locked.last_activity_time
     written: list[ActivityRecord] = []
     for activity in new_activities:
         at = max(now, at + MIN_ACTIVITY_GAP_US)
         written.append(
-            await activities.append(conn, session_id=session_id, activity=activity, at=at)
+            await activities.append(writer, session_id=session_id, activity=activity, at=at)
         )
     values: dict[str, object] = {"state": state.value, "update_time": max(now, at)}
     if written:
@@ -175,18 +212,28 @@ async def apply(
         values["outputs"] = json.dumps([o.to_wire() for o in outputs], separators=(",", ":"))
     # Remembered on the way into PAUSED (a message while paused leaves it), forgotten on
     # the way out.
+    paused_from = locked.paused_from
     if state is S.PAUSED and previous is not S.PAUSED:
-        values["paused_from"] = previous.value
+        values["paused_from"] = paused_from = previous.value
     elif previous is S.PAUSED and state is not S.PAUSED:
-        values["paused_from"] = None
-    await conn.execute(update(tables.sessions).where(s.id == session_id).values(**values))
+        values["paused_from"] = paused_from = None
+    # A bound parameter may not share a column's name in an UPDATE's SET.
+    params = {f"new_{name}": value for name, value in values.items()}
+    await writer.run(
+        ("sessions.transition", *values),
+        lambda: _update_statement().values({name: bindparam(f"new_{name}") for name in values}),
+        {**params, "session_id": session_id},
+    )
+    locked.state, locked.paused_from = state, paused_from
+    if written:
+        locked.last_activity_time = at
     if rule.enqueue:
-        await jobs.enqueue(conn, session_id=session_id)
+        await jobs.enqueue(writer, session_id=session_id)
     if rule.withdraw:
-        await jobs.withdraw(conn, session_id=session_id)
+        await jobs.withdraw(writer, session_id=session_id)
     result = TransitionResult(previous=previous, state=state, activities=written)
-    await changes.announce(conn, owner_id=row.owner_id, session_id=session_id)
+    await writer.announce(owner_id=locked.owner_id, session_id=session_id)
     await webhook_outbox.record_transition(
-        conn, owner_id=row.owner_id, session_id=session_id, result=result
+        writer, owner_id=locked.owner_id, session_id=session_id, result=result
     )
     return result

@@ -45,12 +45,12 @@ from openjules._types import PullRequest, Session, WebhookEventType
 from openjules.store import sessions, tables
 from openjules.store.clock import format_timestamp, now_us
 from openjules.store.session_wire import render_session, session_url
+from openjules.store.writer import ConnectionWriter, Writer
 
 if TYPE_CHECKING:
     from openjules.store.direct import DirectReads
     from openjules.store.sessions import SessionRecord
     from openjules.store.transitions import TransitionResult
-    from openjules.store.writer import Writer
 
 E = WebhookEventType
 _W = tables.webhooks.c
@@ -58,8 +58,8 @@ _W = tables.webhooks.c
 _HOOKS_OF = select(_W.id, _W.event_types).where(_W.owner_id == bindparam("owner_id"))
 _V = tables.webhook_events.c
 _A = tables.webhook_attempts.c
-# conn.info key: the owner's webhooks, looked up once per transaction.
-HOOKS_KEY = "openjules_webhooks"
+# Writer.memo key: the owner's webhooks, looked up once per transaction.
+_HOOKS = "openjules_webhooks"
 # Delivered events are kept this long (then only their attempts remain); failed ones
 # longer, for whoever looks into why.
 DELIVERED_KEPT_US = 3600 * 1_000_000
@@ -93,19 +93,23 @@ class _Event:
 # --- writing events (in the transaction of the change) ---------------------------------
 
 
-async def _hooks(conn: AsyncConnection, owner_id: int) -> list[_Hook]:
+async def _hooks(writer: Writer, owner_id: int) -> list[_Hook]:
     """The owner's webhooks, looked up once per transaction (ix_webhooks_owner_list)."""
-    sync = conn.sync_connection
-    transaction = sync.get_transaction() if sync is not None else None
-    cached = conn.info.get(HOOKS_KEY)
-    if cached is not None and cached[0] is transaction and cached[1] == owner_id:
-        hooks: list[_Hook] = cached[2]
-        return hooks
-    rows = await conn.execute(_HOOKS_OF, {"owner_id": owner_id})
-    hooks = [_Hook(id=r.id, event_types=frozenset(json.loads(r.event_types))) for r in rows]
-    # The transaction itself is kept, so a later one can never be mistaken for it.
-    conn.info[HOOKS_KEY] = (transaction, owner_id, hooks)
+    key = (_HOOKS, owner_id)
+    hooks: list[_Hook] | None = writer.memo.get(key)
+    if hooks is None:
+        found = await writer.rows("webhooks.of", lambda: _HOOKS_OF, {"owner_id": owner_id})
+        hooks = [
+            _Hook(id=hook_id, event_types=frozenset(json.loads(types))) for hook_id, types in found
+        ]
+        writer.memo[key] = hooks
     return hooks
+
+
+def know_no_hooks(writer: Writer, *, owner_id: int) -> None:
+    """The transaction on ``writer`` found that the owner has no webhook (a statement of
+    its own asked), so its events need no look-up."""
+    writer.memo[(_HOOKS, owner_id)] = []
 
 
 def new_message_id() -> str:
@@ -138,10 +142,10 @@ def _event_rows(hooks: Sequence[_Hook], events: Sequence[_Event]) -> list[dict[s
     ]
 
 
-async def _write(conn: AsyncConnection, hooks: Sequence[_Hook], events: Sequence[_Event]) -> None:
+async def _write(writer: Writer, hooks: Sequence[_Hook], events: Sequence[_Event]) -> None:
     rows = _event_rows(hooks, events)
     if rows:
-        await conn.execute(tables.webhook_events.insert(), rows)
+        await writer.run_many("webhook_events.insert", _events_insert, rows)
 
 
 def _session_snapshot(record: SessionRecord) -> dict[str, Any]:
@@ -152,17 +156,11 @@ def _session_snapshot(record: SessionRecord) -> dict[str, Any]:
 
 
 async def record_created(writer: Writer, *, session: SessionRecord) -> None:
-    """session.created (a create's one event: no look-up to share with others)."""
-    found = await writer.rows("webhooks.of", lambda: _HOOKS_OF, {"owner_id": session.owner_id})
-    if not found:
-        return
-    hooks = [
-        _Hook(id=hook_id, event_types=frozenset(json.loads(types))) for hook_id, types in found
-    ]
-    event = _Event(E.SESSION_CREATED, session.id, {"session": _session_snapshot(session)})
-    rows = _event_rows(hooks, [event])
-    if rows:
-        await writer.run_many("webhook_events.insert", _events_insert, rows)
+    """session.created (a create's one event)."""
+    hooks = await _hooks(writer, session.owner_id)
+    if hooks:
+        event = _Event(E.SESSION_CREATED, session.id, {"session": _session_snapshot(session)})
+        await _write(writer, hooks, [event])
 
 
 def _events_insert() -> Insert:
@@ -170,14 +168,14 @@ def _events_insert() -> Insert:
 
 
 async def record_transition(
-    conn: AsyncConnection, *, owner_id: int, session_id: str, result: TransitionResult
+    writer: Writer, *, owner_id: int, session_id: str, result: TransitionResult
 ) -> None:
     """Events of a state transition: activity.created for each activity it wrote, then
     session.state_changed and session.completed/failed if the state changed."""
-    hooks = await _hooks(conn, owner_id)
+    hooks = await _hooks(writer, owner_id)
     if not hooks:
         return
-    record = await sessions.find(conn, session_id=session_id)
+    record = await sessions.find_on(writer, session_id=session_id)
     if record is None:
         return
     name = f"sessions/{session_id}"
@@ -196,28 +194,29 @@ async def record_transition(
         ended = {"COMPLETED": E.SESSION_COMPLETED, "FAILED": E.SESSION_FAILED}
         if result.state.value in ended:
             events.append(_Event(ended[result.state.value], session_id, {"session": snapshot}))
-    await _write(conn, hooks, events)
+    await _write(writer, hooks, events)
 
 
 async def record_pull_request(
     conn: AsyncConnection, *, session_id: str, pull_request: PullRequest
 ) -> None:
     """pull_request.opened: the session's pull request was recorded for the first time."""
-    record = await sessions.find(conn, session_id=session_id)
+    writer = ConnectionWriter(conn)
+    record = await sessions.find_on(writer, session_id=session_id)
     if record is None:
         return
-    hooks = await _hooks(conn, record.owner_id)
+    hooks = await _hooks(writer, record.owner_id)
     if not hooks:
         return
     data = {"session": _session_snapshot(record), "pullRequest": pull_request.to_wire()}
-    await _write(conn, hooks, [_Event(E.PULL_REQUEST_OPENED, session_id, data)])
+    await _write(writer, hooks, [_Event(E.PULL_REQUEST_OPENED, session_id, data)])
 
 
 async def record_test(conn: AsyncConnection, *, webhook_id: str) -> None:
     """webhook.test, for this webhook only (whatever event types it asked for)."""
     hook = _Hook(id=webhook_id, event_types=frozenset())
     data = {"webhook": f"webhooks/{webhook_id}"}
-    await _write(conn, [hook], [_Event(E.WEBHOOK_TEST, None, data)])
+    await _write(ConnectionWriter(conn), [hook], [_Event(E.WEBHOOK_TEST, None, data)])
 
 
 # --- delivering ----------------------------------------------------------------------

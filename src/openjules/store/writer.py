@@ -4,10 +4,11 @@ direct driver transaction (``store.direct_write``), behind one small interface.
 Why: a write through SQLAlchemy's asyncio layer costs about a millisecond of CPU beyond
 its statements (a pool checkout and a greenlet switch per statement, events, result
 objects, the connection's release task), several times what SQLite or a pipelined
-PostgreSQL exchange needs for the statements themselves. The hottest write, creating a
-session, therefore runs on the driver; the code that writes it stays one definition,
-written against ``Writer``, and takes SQLAlchemy's connection (web app, engine, tests)
-or the direct transaction alike. Statements are SQLAlchemy Core built once per shape
+PostgreSQL exchange needs for the statements themselves. The hottest writes (creating a
+session, the agent's step, a person's verbs, every state transition) therefore run on the
+driver; the code that writes them stays one definition, written against ``Writer``, and
+takes SQLAlchemy's connection (the rest of the store, tests) or the direct transaction
+alike. Statements are SQLAlchemy Core built once per shape
 (``key``), as ``store.direct`` does for reads, so the SQL is written once.
 
 Here too: what the direct transactions of both drivers share (compiled statements,
@@ -61,6 +62,12 @@ class Writer(Protocol):
         """``changes.announce``: published once the transaction has committed."""
         ...
 
+    @property
+    def memo(self) -> dict[Hashable, Any]:
+        """What the transaction's statements learned and others can reuse (the session
+        row it locked, the owner's webhooks), kept for this transaction only."""
+        ...
+
 
 class Statements:
     """The statements of one writer, built once per key (a dict look-up after that)."""
@@ -82,6 +89,10 @@ class Statements:
 _STATEMENTS = Statements()
 
 
+# conn.info key of a ConnectionWriter's memo.
+MEMO_KEY = "openjules_memo"
+
+
 class ConnectionWriter:
     """``Writer`` over SQLAlchemy's connection, inside the caller's transaction."""
 
@@ -93,6 +104,18 @@ class ConnectionWriter:
     @property
     def dialect_name(self) -> str:
         return self.conn.dialect.name
+
+    @property
+    def memo(self) -> dict[Hashable, Any]:
+        # Kept on the connection with the transaction it belongs to (writers of one
+        # transaction share it; a later transaction can never be mistaken for it).
+        sync = self.conn.sync_connection
+        transaction = sync.get_transaction() if sync is not None else None
+        kept = self.conn.info.get(MEMO_KEY)
+        if kept is None or kept[0] is not transaction:
+            kept = self.conn.info[MEMO_KEY] = (transaction, {})
+        memo: dict[Hashable, Any] = kept[1]
+        return memo
 
     async def rows(self, key: Hashable, build: Build, params: Params) -> list[tuple[Any, ...]]:
         result = await self.conn.execute(_STATEMENTS.get(key, build), dict(params))
@@ -186,6 +209,7 @@ class Transaction:
         self._statements = statements
         self._origin = origin
         self.announced: set[Change] = set()
+        self.memo: dict[Hashable, Any] = {}
 
     async def run(self, key: Hashable, build: Build, params: Params) -> None:
         raise NotImplementedError

@@ -49,8 +49,9 @@ async def session_page(
 
 async def _apply(request: Request, *, user_id: int, session_id: str, action: Action) -> None:
     state = AppState.of(request)
-    async with state.db.write() as conn:
-        await action.apply(conn, owner_id=user_id, session_id=session_id)
+    await state.db.transact(
+        lambda writer: action.apply(writer, owner_id=user_id, session_id=session_id)
+    )
     await state.after(action, session_id=session_id)
 
 
