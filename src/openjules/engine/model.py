@@ -1,22 +1,31 @@
-"""The model adapter: any OpenAI-compatible Chat Completions endpoint via the ``openai`` SDK.
+"""The model adapter: any OpenAI-compatible Chat Completions endpoint.
 
-Providers differ only by base URL, key and model name. The SDK retries 408/409/429/5xx,
-connection errors and timeouts with exponential backoff and honours ``Retry-After``;
-what is left after its retries surfaces as ``ModelError`` with a reason a person can act on.
+Providers differ only by base URL, key and model name. Requests go over the process's
+kept connections (``engine.model_http``). As the OpenAI SDKs do, 408/409/429/5xx answers,
+connection failures and timeouts are retried with exponential backoff, honouring
+``Retry-After``; what is left after the retries surfaces as ``ModelError`` with a reason a
+person can act on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import email.utils
 import json
-import re
+import random
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import openai
-from openai.types.chat import ChatCompletion
-
+from openjules import __version__
+from openjules._cancellation import within
+from openjules.engine.model_http import HttpConnectionError, HttpResponse, ModelHttp
 from openjules.settings import ModelProvider, Settings
+
+USER_AGENT = f"openjules/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -153,92 +162,122 @@ class ModelTurn:
         return message
 
 
-def shared_http_client() -> openai.DefaultAsyncHttpxClient:
-    """One connection pool for every session's model calls in a process: a client of its
-    own costs each session run ~20 ms of CPU to build (its TLS context) and a connection
-    per call, which a hundred sessions at once feel. The pool's limits are the SDK's."""
-    return openai.DefaultAsyncHttpxClient()
+def shared_http_client() -> ModelHttp:
+    """One set of kept connections for every session's model calls in a process: a
+    connection per call (TLS set up each time) costs what a hundred sessions at once feel."""
+    return ModelHttp()
+
+
+# Retried, as the OpenAI SDKs retry them: request timeout, conflict, rate limit, server.
+RETRIED_STATUSES = frozenset({408, 409, 429})
+# Backoff between tries (the OpenAI SDKs' schedule): 0.5 s doubling to 8 s, less up to a
+# quarter at random; a Retry-After of up to a minute is honoured instead.
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
+MAX_RETRY_AFTER_S = 60.0
 
 
 class Model:
-    def __init__(
-        self, config: ModelConfig, *, http_client: openai.DefaultAsyncHttpxClient | None = None
-    ) -> None:
+    def __init__(self, config: ModelConfig, *, http_client: ModelHttp | None = None) -> None:
         self.config = config
         # A shared pool outlives this model: only a client of its own is closed with it.
         self._owns_client = http_client is None
-        self._client = openai.AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=config.api_key,
-            timeout=config.timeout_seconds,
-            max_retries=config.max_retries,
-            http_client=http_client,
-        )
+        self._http = http_client or ModelHttp()
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {
+            "Authorization": f"Bearer {config.api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
 
     async def complete(
         self, *, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> ModelTurn:
-        try:
-            # The SDK's documented request to any path, not ``chat.completions.create``:
-            # that walks the whole transcript through its type-driven transform on every
-            # turn (the costliest part of a turn for openjules), to change nothing in
-            # messages that are plain JSON already. Retries, timeouts and errors are the same.
-            response = await self._client.post(
-                "/chat/completions",
-                body={"model": self.config.model, "messages": messages, "tools": tools},
-                cast_to=ChatCompletion,
-            )
-        except openai.APITimeoutError as exc:
-            raise ModelError(
-                f"The model at {self.config.base_url} did not answer within "
-                f"{self.config.timeout_seconds:g}s, {_retries(self.config.max_retries)}."
-            ) from exc
-        except openai.APIConnectionError as exc:
-            raise ModelError(f"Cannot reach the model at {self.config.base_url}: {exc}") from exc
-        except openai.RateLimitError as exc:
-            raise ModelError(
+        body = json.dumps(
+            {"model": self.config.model, "messages": messages, "tools": tools},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode()
+        retries = self.config.max_retries
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                response = await within(
+                    self._http.post(self._url, body=body, headers=self._headers),
+                    seconds=self.config.timeout_seconds,
+                )
+            except TimeoutError as exc:
+                if last:
+                    raise ModelError(
+                        f"The model at {self.config.base_url} did not answer within "
+                        f"{self.config.timeout_seconds:g}s, {_retries(retries)}."
+                    ) from exc
+                await asyncio.sleep(_backoff(attempt, None))
+                continue
+            except HttpConnectionError as exc:
+                if last:
+                    raise ModelError(
+                        f"Cannot reach the model at {self.config.base_url}: {exc}"
+                    ) from exc
+                await asyncio.sleep(_backoff(attempt, None))
+                continue
+            if response.status < 300:
+                return self._turn(response.body)
+            if not last and _should_retry(response):
+                await asyncio.sleep(_backoff(attempt, response.headers))
+                continue
+            raise self._refused(response)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _refused(self, response: HttpResponse) -> ModelError:
+        """The error for an answer that is not a success, after the retries."""
+        status = response.status
+        if status == 429:
+            return ModelError(
                 "The model provider kept rate-limiting requests (HTTP 429), "
                 f"{_retries(self.config.max_retries)}."
-            ) from exc
-        except openai.AuthenticationError as exc:
-            raise ModelError(
+            )
+        if status == 401:
+            return ModelError(
                 "The model provider rejected the API key (HTTP 401); check OPENJULES_MODEL_API_KEY."
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise ModelError(
-                f"The model provider answered HTTP {exc.status_code}: "
-                f"{_short(_without_sdk_prefix(exc.message))}"
-            ) from exc
-        except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-            # The SDK does not validate bodies: junk surfaces here or, below, as a missing
-            # attribute. Either way it is the model's failure, not openjules'.
+            )
+        return ModelError(
+            f"The model provider answered HTTP {status}: {_short(_error_message(response))}"
+        )
+
+    def _turn(self, body: bytes) -> ModelTurn:
+        """What the model answered, or ``ModelError`` for an answer without the shape."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
             raise ModelError(
                 f"The model at {self.config.base_url} answered with something that is not "
                 "a Chat Completions response (not JSON)."
             ) from exc
-        return self._turn(response)
-
-    def _turn(self, response: ChatCompletion) -> ModelTurn:
-        """What the model answered, or ``ModelError`` for an answer without the shape."""
         try:
-            if not response.choices:
+            choices = data["choices"]
+            if not choices:
                 raise ModelError("The model returned no choices.")
-            message = response.choices[0].message
+            message = choices[0]["message"]
             calls = [
                 ToolCallRequest(
-                    id=c.id, name=c.function.name or "", arguments=c.function.arguments or ""
+                    id=str(c["id"]),
+                    name=c["function"].get("name") or "",
+                    arguments=c["function"].get("arguments") or "",
                 )
-                for c in (message.tool_calls or [])
-                if isinstance(c, openai.types.chat.ChatCompletionMessageFunctionToolCall)
+                for c in (message.get("tool_calls") or [])
+                if c.get("type", "function") == "function"
             ]
-            usage = response.usage
+            content = message.get("content")
+            usage = data.get("usage") or {}
             return ModelTurn(
-                content=message.content,
+                content=content if isinstance(content, str) else None,
                 tool_calls=calls,
-                prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
-                completion_tokens=(usage.completion_tokens or 0) if usage else 0,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
             )
-        except (AttributeError, IndexError, TypeError) as exc:
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"The model at {self.config.base_url} answered with a malformed Chat "
                 "Completions response."
@@ -246,16 +285,59 @@ class Model:
 
     async def close(self) -> None:
         if self._owns_client:
-            await self._client.close()
+            await self._http.aclose()
+
+
+def _should_retry(response: HttpResponse) -> bool:
+    """As the OpenAI SDKs decide: the server's ``x-should-retry`` first, then the status."""
+    said = response.headers.get("x-should-retry", "").lower()
+    if said in ("true", "false"):
+        return said == "true"
+    return response.status in RETRIED_STATUSES or response.status >= 500
+
+
+def _backoff(attempt: int, headers: Mapping[str, str] | None) -> float:
+    """Seconds before try ``attempt + 1``: the server's Retry-After if it gave a sane one."""
+    if headers is not None:
+        asked = _retry_after(headers)
+        if asked is not None and 0 <= asked <= MAX_RETRY_AFTER_S:
+            return asked
+    delay: float = min(FIRST_BACKOFF_S * 2**attempt, MAX_BACKOFF_S)
+    return delay * (1 - 0.25 * random.random())
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        with contextlib.suppress(ValueError):
+            return float(milliseconds) / 1000
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    with contextlib.suppress(ValueError):
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return when.timestamp() - time.time()
+    return None
+
+
+def _error_message(response: HttpResponse) -> str:
+    """What the provider said went wrong: its JSON error's message, else the body."""
+    text = response.body.decode("utf-8", errors="replace").strip()
+    with contextlib.suppress(ValueError):
+        data = json.loads(text)
+        if isinstance(data, dict):
+            error = data.get("error", data)
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                return str(error["message"])
+            if isinstance(error, str):
+                return error
+    return text or "(no body)"
 
 
 def _retries(count: int) -> str:
     return f"even after {count} {'retry' if count == 1 else 'retries'}"
-
-
-def _without_sdk_prefix(message: str) -> str:
-    """The SDK prefixes "Error code: 500 - "; the status is already in our sentence."""
-    return re.sub(r"^Error code: \d+ - ", "", message)
 
 
 def _short(text: str, limit: int = 300) -> str:

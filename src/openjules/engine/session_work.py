@@ -16,8 +16,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from openai import DefaultAsyncHttpxClient
-
 from openjules._types import State
 from openjules.engine import kept_workspaces, prompts
 from openjules.engine.agent import Agent, AgentLimits
@@ -33,6 +31,7 @@ from openjules.engine.model import (
     model_config,
     shared_http_client,
 )
+from openjules.engine.model_http import ModelHttp
 from openjules.engine.preparation import Preparation, SetupFailed, Start, system_prompt
 from openjules.engine.sandbox import Sandbox, SandboxUnavailable, session_sandbox
 from openjules.engine.tools.base import ToolContext
@@ -70,7 +69,7 @@ class SessionWorker:
             compact_above_chars=settings.agent_context_chars,
         )
         # Built on first use, in the event loop the sessions run in.
-        self._model_http: DefaultAsyncHttpxClient | None = None
+        self._model_http: ModelHttp | None = None
         self.trees = TreeWork()
         self.preparation = Preparation(
             data_dir=settings.data_dir, github=self.github, trees=self.trees
