@@ -335,12 +335,17 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
     return Certificate(cert, key)
 
 
+def _trusting(certificate: Certificate, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """Clients trust ``certificate`` (SSL_CERT_FILE); the context a server serves it with."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return certificate.server_context()
+
+
 async def test_https_is_verified_against_ssl_cert_file(
     certificate: Certificate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    tls = certificate.server_context()
+    tls = _trusting(certificate, monkeypatch)
     async with serving(_always(_answer(b"secure")), tls=tls) as server, client() as http:
         response = await _post(http, server.url(scheme="https"), b"over tls")
     assert response.body == b"secure"
@@ -443,9 +448,7 @@ async def test_no_proxy_sends_the_request_directly(monkeypatch: pytest.MonkeyPat
 async def test_https_through_a_proxy_tunnels_with_proxy_credentials(
     certificate: Certificate, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    tls = certificate.server_context()
+    tls = _trusting(certificate, monkeypatch)
     async with (
         serving(_always(_answer(b"tunnelled")), tls=tls) as origin,
         proxying() as proxy,

@@ -55,18 +55,7 @@ async def enqueue(writer: Writer, *, session_id: str) -> None:
     # A finish() in flight commits first (FOR UPDATE); then this sees its state.
     existing = await writer.rows("jobs.lock_state", _lock_state, {"job": session_id})
     if not existing:
-        await writer.run(
-            "jobs.insert",
-            lambda: _INSERT,
-            {
-                "session_id": session_id,
-                "state": JobState.READY.value,
-                "attempts": 0,
-                "generation": 1,
-                "available_time": now,
-                "create_time": now,
-            },
-        )
+        await enqueue_new(writer, session_id=session_id)
         return
     if existing[0][0] == JobState.LEASED:
         await writer.run("jobs.next_generation", _next_generation, {"job": session_id})
