@@ -515,3 +515,39 @@ async def test_an_ipv6_origin_is_bracketed_in_the_connect_line(
     [connect] = proxy.requests
     assert connect.line == "CONNECT [::1]:8443 HTTP/1.1"
     assert connect.headers["host"] == "[::1]:8443"
+
+
+def _moved(location: str) -> bytes:
+    return _answer(b"moved", f"Location: {location}", status="307 Temporary Redirect")
+
+
+async def test_a_307_is_followed_with_the_same_body_and_credentials_stay_at_home() -> None:
+    async with serving(_always(_answer(b"answered"))) as elsewhere:
+        here_to_there = {
+            "/v1/chat/completions": _moved("/v2/chat/completions"),
+            "/v2/chat/completions": _moved(elsewhere.url("/v3/chat/completions")),
+        }
+
+        def reply(seen: Seen, _index: int) -> bytes:
+            return here_to_there[seen.line.split(" ")[1]]
+
+        async with serving(reply) as here, client() as http, asyncio.timeout(5):
+            response = await http.post(
+                here.url(), body=b"the turn", headers={"Authorization": "Bearer sk-secret"}
+            )
+    assert (response.status, response.body) == (200, b"answered")
+    assert [(seen.line, seen.body) for seen in here.requests] == [
+        ("POST /v1/chat/completions HTTP/1.1", b"the turn"),
+        ("POST /v2/chat/completions HTTP/1.1", b"the turn"),
+    ]
+    assert [seen.headers.get("authorization") for seen in here.requests] == ["Bearer sk-secret"] * 2
+    [there] = elsewhere.requests
+    assert (there.line, there.body) == ("POST /v3/chat/completions HTTP/1.1", b"the turn")
+    assert "authorization" not in there.headers  # another origin: the key is not sent
+
+
+async def test_redirects_in_a_loop_end_with_the_last_answer() -> None:
+    async with serving(_always(_moved("/v1/chat/completions"))) as server, client() as http:
+        response = await _post(http, server.url())
+    assert response.status == 307
+    assert len(server.requests) == 21  # the request and 20 redirects followed

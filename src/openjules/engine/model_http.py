@@ -11,9 +11,10 @@ spends holds the GIL against every other session's turn.
 What a Chat Completions exchange needs, and only that: ``POST`` with a JSON body over
 ``http`` or ``https`` (certificates checked as httpx checks them: those ``SSL_CERT_FILE`` or
 ``SSL_CERT_DIR`` name, else certifi's bundle); answers sized by ``Content-Length``, chunked,
-or ended by the server closing; ``1xx`` answers skipped; a proxy from the environment
-(``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``: ``CONNECT`` for https, the
-absolute URL for http). Time limits and retries are the caller's (``engine.model``).
+or ended by the server closing; ``1xx`` answers skipped; 307 and 308 followed; a proxy
+from the environment (``https_proxy``, ``http_proxy``, ``all_proxy``, ``no_proxy``:
+``CONNECT`` for https, the absolute URL for http). Time limits and retries are the
+caller's (``engine.model``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import certifi
 
@@ -35,6 +36,8 @@ import certifi
 MAX_IDLE_PER_ORIGIN = 128
 # Bytes of a status line and headers at most (a guard against a server gone wrong).
 MAX_HEAD_BYTES = 256 * 1024
+# Redirects followed at most, as httpx's default.
+MAX_REDIRECTS = 20
 
 
 class HttpConnectionError(Exception):
@@ -123,7 +126,24 @@ class ModelHttp:
     async def post(self, url: str, *, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
         """The answer to ``POST url``; ``HttpConnectionError`` when none came. A kept
         connection that turns out to be closed is replaced once, before anything of the
-        request could have been answered."""
+        request could have been answered. A 307 or 308 (which keep the method and body) is
+        followed, up to ``MAX_REDIRECTS`` times, as the SDK's httpx client follows them;
+        the ``Authorization`` header only goes to the origin it was given for."""
+        start = urlsplit(url)
+        for _ in range(MAX_REDIRECTS):
+            response = await self._post_once(url, body=body, headers=headers)
+            location = response.headers.get("location")
+            if response.status not in (307, 308) or not location:
+                return response
+            url = urljoin(url, location)
+            moved = urlsplit(url)
+            if (moved.scheme, moved.netloc) != (start.scheme, start.netloc):
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        return await self._post_once(url, body=body, headers=headers)
+
+    async def _post_once(
+        self, url: str, *, body: bytes, headers: Mapping[str, str]
+    ) -> HttpResponse:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise HttpConnectionError(f"{url} is not an http or https URL")
