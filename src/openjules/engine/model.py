@@ -207,19 +207,9 @@ class Model:
                     self._http.post(self._url, body=body, headers=self._headers),
                     seconds=self.config.timeout_seconds,
                 )
-            except TimeoutError as exc:
+            except (TimeoutError, HttpConnectionError) as exc:
                 if last:
-                    raise ModelError(
-                        f"The model at {self.config.base_url} did not answer within "
-                        f"{self.config.timeout_seconds:g}s, {_retries(retries)}."
-                    ) from exc
-                await asyncio.sleep(_backoff(attempt, None))
-                continue
-            except HttpConnectionError as exc:
-                if last:
-                    raise ModelError(
-                        f"Cannot reach the model at {self.config.base_url}: {exc}"
-                    ) from exc
+                    raise self._unanswered(exc) from exc
                 await asyncio.sleep(_backoff(attempt, None))
                 continue
             if response.status < 300:
@@ -229,6 +219,15 @@ class Model:
                 continue
             raise self._refused(response)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _unanswered(self, exc: TimeoutError | HttpConnectionError) -> ModelError:
+        """The error for a request that got no answer, after the retries."""
+        if isinstance(exc, TimeoutError):
+            return ModelError(
+                f"The model at {self.config.base_url} did not answer within "
+                f"{self.config.timeout_seconds:g}s, {_retries(self.config.max_retries)}."
+            )
+        return ModelError(f"Cannot reach the model at {self.config.base_url}: {exc}")
 
     def _refused(self, response: HttpResponse) -> ModelError:
         """The error for an answer that is not a success, after the retries."""

@@ -211,6 +211,11 @@ async def create_on(
 _SESSION_COLUMNS = tuple(c.key for c in tables.sessions.c)
 
 
+def _record_of(row: tuple[Any, ...]) -> SessionRecord:
+    """The record of a ``select(tables.sessions)`` row a ``Writer`` returned."""
+    return SessionRecord.from_row(dict(zip(_SESSION_COLUMNS, row, strict=True)))
+
+
 def _get_statement() -> Select[Any]:
     return select(tables.sessions).where(
         _S.id == bindparam("session_id"), _S.owner_id == bindparam("owner_id")
@@ -233,7 +238,7 @@ async def get_on(writer: Writer, *, owner_id: int, session_id: str) -> SessionRe
     found = await writer.rows("sessions.get", _get_statement, params)
     if not found:
         raise NotFound()
-    return SessionRecord.from_row(dict(zip(_SESSION_COLUMNS, found[0], strict=True)))
+    return _record_of(found[0])
 
 
 async def read(reads: DirectReads, *, owner_id: int, session_id: str) -> SessionRecord:
@@ -259,7 +264,7 @@ async def find_on(writer: Writer, *, session_id: str) -> SessionRecord | None:
     found = await writer.rows("sessions.find", _find_statement, {"session_id": session_id})
     if not found:
         return None
-    return SessionRecord.from_row(dict(zip(_SESSION_COLUMNS, found[0], strict=True)))
+    return _record_of(found[0])
 
 
 async def ensure_owned(conn: AsyncConnection, *, owner_id: int, session_id: str) -> None:

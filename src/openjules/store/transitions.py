@@ -108,9 +108,14 @@ _PRECONDITION_MESSAGES: dict[Event, str] = {
 }
 
 
+# Writer.memo key of the session row a transaction locked.
+_LOCKED = "openjules_locked_session"
+
+
 @dataclass
 class _Locked:
-    """The session row as this transaction locked it (kept current by ``apply``)."""
+    """The session row as this transaction locked it, kept current by ``apply``, the only
+    writer of these columns (a statement of its own that changed them would leave it stale)."""
 
     state: State
     last_activity_time: int
@@ -151,9 +156,6 @@ async def _lock(writer: Writer, *, session_id: str) -> _Locked:
     if not hooked:
         webhook_outbox.know_no_hooks(writer, owner_id=owner_id)
     return locked
-
-
-_LOCKED = "openjules_locked_session"
 
 
 async def hold_working(writer: Writer, *, session_id: str) -> None:
