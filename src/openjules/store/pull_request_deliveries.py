@@ -17,7 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from openjules._types import PullRequest
 from openjules.store import changes, tables, webhook_outbox
 from openjules.store.clock import now_us
-from openjules.store.upsert import upsert
+from openjules.store.upsert import upsert_on
+from openjules.store.writer import ConnectionWriter
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ async def load(conn: AsyncConnection, *, session_id: str) -> DeliveryRecord | No
 async def save(conn: AsyncConnection, *, session_id: str, record: DeliveryRecord) -> None:
     """Store ``record``; once something is pushed, the session names its working branch."""
     before = await load(conn, session_id=session_id) if record.pull_request else None
-    await upsert(
-        conn,
+    await upsert_on(
+        ConnectionWriter(conn),
         tables.pull_request_deliveries,
         key=["session_id"],
         values={

@@ -14,9 +14,10 @@ from sqlalchemy.sql.elements import ColumnElement
 from openjules._errors import InvalidArgument, NotFound
 from openjules._types import GitHubBranch, GitHubRepo, Source
 from openjules.store import tables
-from openjules.store import upsert as upserts
 from openjules.store.clock import now_us
 from openjules.store.query import Condition, Filter, Op, filter_clause
+from openjules.store.upsert import upsert_on
+from openjules.store.writer import ConnectionWriter
 
 # GitHub's own rules are narrower; these keep names safe in URLs, paths and branch names.
 NAME_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -108,7 +109,9 @@ async def upsert(conn: AsyncConnection, *, record: SourceRecord) -> SourceRecord
         "create_time": now,
         "update_time": now,
     }
-    await upserts.upsert(conn, tables.sources, key=["name"], values=values, keep=("create_time",))
+    await upsert_on(
+        ConnectionWriter(conn), tables.sources, key=["name"], values=values, keep=("create_time",)
+    )
     return record
 
 

@@ -6,9 +6,8 @@ from typing import Any
 
 from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openjules.store.writer import ConnectionWriter, Writer
+from openjules.store.writer import Writer
 
 
 async def upsert_on(
@@ -31,15 +30,3 @@ async def upsert_on(
 
     shape = ("upsert", dialect, table.name, tuple(key), keep, columns)
     await writer.run(shape, build, values)
-
-
-async def upsert(
-    conn: AsyncConnection,
-    table: Table,
-    *,
-    key: list[str],
-    values: dict[str, Any],
-    keep: tuple[str, ...] = (),
-) -> None:
-    """``upsert_on`` in SQLAlchemy's transaction on ``conn``."""
-    await upsert_on(ConnectionWriter(conn), table, key=key, values=values, keep=keep)
