@@ -253,7 +253,7 @@ async def test_cancel_stops_running_work_at_once_and_releases_the_job(db: Databa
         await work.wait_started(second)
         await runner.cancel(first)
         await _wait_until(lambda: work.cancelled == [first], limit_s=2)
-        await _wait_until(lambda: runner._running.keys() == {second}, limit_s=2)
+        await _wait_until(lambda: runner.running == {second}, limit_s=2)
         await _job_reaches(db, first, "done")  # not retried, not left leased
         assert await _job_state(db, second) == "leased"
         await runner.cancel("1234")  # a session not running here: nothing happens
@@ -343,7 +343,7 @@ async def test_a_change_made_in_another_process_stops_work_at_once(db: Database)
         stopped = [paused, cancelled] if db.is_sqlite else [paused, cancelled, deleted]
         await _wait_until(lambda: sorted(work.cancelled) == sorted(stopped), limit_s=10)
         await _wait_until(
-            lambda: runner._running.keys() == {running} | ({deleted} if db.is_sqlite else set()),
+            lambda: runner.running == {running} | ({deleted} if db.is_sqlite else set()),
             limit_s=10,
         )
         await _job_reaches(db, paused, "done")

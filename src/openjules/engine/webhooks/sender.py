@@ -21,7 +21,7 @@ from collections.abc import Callable
 import httpx
 
 from openjules._cancellation import stop_tasks, within
-from openjules.engine.local_runner import asked_to_stop, worker_identity
+from openjules.engine.leased_runs import asked_to_stop, worker_identity
 from openjules.engine.webhooks.delivery import deliver, new_client
 from openjules.settings import Settings
 from openjules.store import webhook_outbox
