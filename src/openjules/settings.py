@@ -25,13 +25,16 @@ DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+psycopg")
 DATABASE_URL_FORMS = (
     "sqlite+aiosqlite:///PATH (a file) or postgresql+psycopg://USER[:PASSWORD]@HOST[:PORT]/DB"
 )
-SECRET_FIELDS = frozenset({"model_api_key", "github_token"})
+SECRET_FIELDS = frozenset({"model_api_key", "github_token", "temporal_api_key"})
 
 
 class RunnerKind(StrEnum):
-    """Who runs sessions: ``local`` is a lease queue in the database, worked in-process."""
+    """Who runs sessions: ``local`` is a lease queue in the database, worked in-process;
+    ``temporal`` hands each session to a Temporal workflow whose activity any worker
+    polling the task queue runs (scale-out across machines)."""
 
     LOCAL = "local"
+    TEMPORAL = "temporal"
 
 
 class SandboxKind(StrEnum):
@@ -152,6 +155,21 @@ class Settings(BaseSettings):
     bash_output_artifacts: bool = False
     # Who runs sessions (a second runner is one new module under engine/).
     runner: RunnerKind = RunnerKind.LOCAL
+    # The Temporal runner (`pip install openjules[temporal]`): the frontend's host:port,
+    # the namespace, and the task queue every worker of this server polls. TLS is used
+    # when asked for, when a CA or client certificate is given, or with an API key
+    # (Temporal Cloud); the client certificate and key (mTLS) go together.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "openjules"
+    temporal_tls: bool = False
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = None
+    temporal_tls_key_file: Path | None = None
+    temporal_api_key: SecretStr = SecretStr("")
+    # A worker whose running session sends Temporal no heartbeat for this long is taken
+    # for dead, and the session continues on another worker (once its lease expired).
+    temporal_heartbeat_timeout_seconds: float = Field(default=20.0, ge=2.0)
     # Admission limits of a process that runs sessions (`openjules serve`, `openjules
     # worker`). A session waiting on the model costs an asyncio task, so the number worked
     # at once is high; what costs CPU (sandbox commands) has its own, smaller limit.

@@ -27,10 +27,12 @@ from jules_agent_sdk.models import Activity, Session, SessionState
 from openjules.testing import LiveServer
 from tests import driver
 from tests.compat.conftest import MISSING_REPO, OTHER_REPO
+from tests.conftest import backends_with_temporal
 from tests.support import MISSING_SESSION_ID, OWNER, REPO, SOURCE_NAME, api_client, git
 
 pytestmark = pytest.mark.compat
 
+backend = backends_with_temporal()
 PATCH = """\
 diff --git a/CHANGELOG.md b/CHANGELOG.md
 new file mode 100644

@@ -30,6 +30,7 @@ from openjules.testing import (
 )
 from tests.cli.support import Target, ok, run_openjules
 from tests.compat.conftest import MISSING_REPO, NodeRunner
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import (
     agent_server,
     call,
@@ -48,6 +49,7 @@ pytestmark = [
     pytest.mark.compat,
     needs_bubblewrap,
 ]
+backend = backends_with_temporal()
 
 PLAN_STEPS = [
     {"title": "Greet the world", "description": "Edit the greeting in app.py."},

@@ -17,11 +17,13 @@ import httpx
 from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, provision_user
 from openjules.testing import register_source as register
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
 from tests.support import TERMINAL, api_client, git, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
+backend = backends_with_temporal()
 WORK = [
     call("edit_file", path="app.py", old_text="'hello'", new_text="'hello, world'"),
     call("shell", command="python3 app.py"),

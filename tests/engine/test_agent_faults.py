@@ -37,11 +37,13 @@ from openjules.testing import (
     register_source,
 )
 from openjules.testing.fake_model import Step
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
 from tests.support import TERMINAL, api_client, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
+backend = backends_with_temporal()
 RUNNING = {"QUEUED", "PLANNING", "IN_PROGRESS"}
 LIVE_JOB = {"ready", "leased"}
 AWAITING = {"AWAITING_PLAN_APPROVAL", "AWAITING_USER_FEEDBACK"}

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from openjules.testing import FakeModel, LiveServer, register_source
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.engine.stop_support import (
     command_marker,
@@ -38,6 +39,7 @@ CANCELLED = {"reason": "Cancelled by the user."}
 # so that a slow, shared machine does not make it flaky. The figures are printed.
 DEADLINE_S = 10.0
 
+backend = backends_with_temporal()
 # A sleep nobody else runs, so the test can find its process.
 SLEEP = "sleep 47.25"
 

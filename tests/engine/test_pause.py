@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from openjules.testing import FakeModel, LiveServer, Reply, register_source
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.engine.stop_support import (
     command_marker,
@@ -28,6 +29,7 @@ from tests.support import TERMINAL, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
+backend = backends_with_temporal()
 # The bound is 2 s; the tests wait longer only so a busy machine does not make them
 # flaky, and print the figures.
 DEADLINE_S = 10.0

@@ -21,11 +21,13 @@ import httpx
 import pytest
 
 from openjules.testing import FakeGitHub, FakeModel, LiveServer, Operation, register_github_source
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import call, needs_bubblewrap, patch_applies
 from tests.support import TERMINAL, git, kinds, list_activities, wait_for_state
 
 pytestmark = needs_bubblewrap
 
+backend = backends_with_temporal()
 TOKEN = "ghp_" + "S3CRET" + secrets.token_hex(12)
 COMMIT_MESSAGE = "Greet the world\n\nThe greeting now names its audience."
 PLAN = call("propose_plan", steps=[{"title": "Greet", "description": "Edit app.py."}])

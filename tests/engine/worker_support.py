@@ -64,6 +64,13 @@ class Worker:
             OPENJULES_MODEL_MAX_RETRIES="1",
             # A killed worker's lease expires quickly so the test need not wait long.
             OPENJULES_LEASE_SECONDS="2",
+            # The API's runner: under the Temporal runner, the worker polls its task queue.
+            OPENJULES_RUNNER=settings.runner.value,
+            OPENJULES_TEMPORAL_ADDRESS=settings.temporal_address,
+            OPENJULES_TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+            OPENJULES_TEMPORAL_HEARTBEAT_TIMEOUT_SECONDS=str(
+                settings.temporal_heartbeat_timeout_seconds
+            ),
         )
         env.update(extra_env or {})
         home.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ def serve(
 ) -> None:
     """Run the Jules-compatible API server."""
     # Imported here: the web stack costs ~0.5 s of start-up every other command avoids.
+    from openjules.cli.process_exit import end_process
     from openjules.cli.status import print_status
+    from openjules.engine.runner import RunnerUnavailable
     from openjules.http_workers import HttpWorkersFailed, serve_in_processes
     from openjules.http_workers import http_workers as resolved_http_workers
     from openjules.server import PortInUse, bind
@@ -51,11 +53,10 @@ def serve(
     print_status(settings)
 
     async def bootstrap(conn: AsyncConnection) -> str | None:
-        if await users.count_users(conn):
-            return None
-        user = await users.get_or_create_user(conn, name=settings.default_user)
-        key = await users.create_key(conn, user=user, max_live_keys=settings.max_keys_per_user)
-        return key.secret
+        key = await users.create_first_user(
+            conn, name=settings.default_user, max_live_keys=settings.max_keys_per_user
+        )
+        return key.secret if key is not None else None
 
     try:
         first_key = run_in_db(settings, bootstrap, hint=False)
@@ -80,7 +81,11 @@ def serve(
         click.echo(f"web app: {base}/ (sign in with an API key)")
 
     if processes == 1:
-        asyncio.run(serve_forever(settings, sock=sock, on_listening=listening))
+        try:
+            asyncio.run(serve_forever(settings, sock=sock, on_listening=listening))
+        except RunnerUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+        end_process(settings)
         return
     try:
         serve_in_processes(settings, sock=sock, processes=processes, on_listening=listening)

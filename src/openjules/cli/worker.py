@@ -51,5 +51,12 @@ def worker(concurrency: int | None, *, settings: Settings) -> None:
             await stop.wait()
         click.echo("worker stopped; unfinished sessions are resumed by the next worker")
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    from openjules.cli.process_exit import end_process
+    from openjules.engine.runner import RunnerUnavailable
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    except RunnerUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    end_process(settings)

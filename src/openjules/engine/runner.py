@@ -10,6 +10,11 @@ from __future__ import annotations
 from typing import Protocol
 
 
+class RunnerUnavailable(RuntimeError):
+    """The runner cannot start: what it needs is missing or unreachable (the message says
+    which, and what to do). Commands print it as one line instead of a traceback."""
+
+
 class Runner(Protocol):
     # Who this runner is in logs and leases (host, process, instance).
     identity: str

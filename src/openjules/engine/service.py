@@ -37,8 +37,26 @@ def _local(*, settings: Settings, db: Database, worker: SessionWorker, workers: 
     )
 
 
+def _temporal(*, settings: Settings, db: Database, worker: SessionWorker, workers: int) -> Runner:
+    # Imported here: the Temporal SDK is an optional extra (openjules[temporal]).
+    from openjules.engine.temporal_runner import TemporalRunner
+
+    return TemporalRunner(
+        settings=settings,
+        db=db,
+        work=worker.run_session,
+        max_sessions=workers,
+        user_max_sessions=settings.user_max_concurrent_sessions,
+        lease_seconds=settings.lease_seconds,
+        give_up=worker.give_up,
+    )
+
+
 # One entry per runner kind: a new runner is a module plus a line here.
-RUNNERS: dict[RunnerKind, RunnerFactory] = {RunnerKind.LOCAL: _local}
+RUNNERS: dict[RunnerKind, RunnerFactory] = {
+    RunnerKind.LOCAL: _local,
+    RunnerKind.TEMPORAL: _temporal,
+}
 
 
 class EngineService:

@@ -161,11 +161,12 @@ def _runnable(now: int) -> ColumnElement[bool]:
 _LIVE_ADMITTED = text(tables.LIVE_ADMITTED_SQL)
 
 
-def _candidates(*, now: int, user_limit: int) -> Select[Any]:
-    """Claimable jobs, oldest first, with their session's owner and admission. With a
-    per-user limit, a job whose owner is at the limit is skipped (not stopped at: other
-    users' jobs behind it are still found) unless its session was already admitted, as a
-    session woken again by a message, an approval or a resume is."""
+def _candidates(*, now: int, user_limit: int, session_id: str | None = None) -> Select[Any]:
+    """Claimable jobs (of ``session_id`` alone, if given), oldest first, with their
+    session's owner and admission. With a per-user limit, a job whose owner is at the
+    limit is skipped (not stopped at: other users' jobs behind it are still found) unless
+    its session was already admitted, as a session woken again by a message, an approval
+    or a resume is."""
     j, s = tables.jobs.c, tables.sessions.c
     query = (
         select(j.session_id, s.owner_id, s.admit_time)
@@ -173,6 +174,8 @@ def _candidates(*, now: int, user_limit: int) -> Select[Any]:
         .where(_runnable(now))
         .order_by(j.available_time, j.session_id)
     )
+    if session_id is not None:
+        query = query.where(j.session_id == session_id)
     if user_limit > 0:
         admitted = tables.sessions.alias("admitted")
         live = (
@@ -215,7 +218,13 @@ async def _live_counts(conn: AsyncConnection, owners: Collection[int]) -> dict[i
 
 
 async def claim_many(
-    conn: AsyncConnection, *, owner: str, lease_us: int, limit: int, user_limit: int = 0
+    conn: AsyncConnection,
+    *,
+    owner: str,
+    lease_us: int,
+    limit: int,
+    user_limit: int = 0,
+    session_id: str | None = None,
 ) -> list[Lease]:
     """Take up to ``limit`` of the oldest claimable jobs in one transaction (a burst of
     creates costs one write per claim, not per session), admitting their sessions.
@@ -223,11 +232,13 @@ async def claim_many(
     PostgreSQL skips rows other workers hold (``FOR UPDATE SKIP LOCKED``); SQLite
     serializes writers (``BEGIN IMMEDIATE``), so a plain select-then-update is safe there.
     With ``user_limit``, the jobs found are admitted in order while their owner has room
-    (counted again under a lock: the query's count is from before this claim).
+    (counted again under a lock: the query's count is from before this claim). With
+    ``session_id``, only that session's job is looked at (a runner that is told which
+    session to run, such as a Temporal activity).
     """
     now = now_us()
     j, s = tables.jobs.c, tables.sessions.c
-    candidates = _candidates(now=now, user_limit=user_limit).limit(limit)
+    candidates = _candidates(now=now, user_limit=user_limit, session_id=session_id).limit(limit)
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=tables.jobs)
     rows = (await conn.execute(candidates)).all()
@@ -274,6 +285,41 @@ async def claim_many(
             for c in claimed
         ),
         key=lambda lease: order[lease.session_id],
+    )
+
+
+async def overdue(conn: AsyncConnection, *, for_us: int, user_limit: int, limit: int) -> list[str]:
+    """Sessions whose jobs have been claimable for at least ``for_us`` without being
+    claimed (their wake-up was lost, e.g. while the runner's service was unreachable),
+    oldest first; jobs of owners at their limit are not overdue, they wait their turn."""
+    rows = await conn.execute(
+        _candidates(now=now_us() - for_us, user_limit=user_limit).limit(limit)
+    )
+    return [row.session_id for row in rows]
+
+
+@dataclass(frozen=True)
+class JobView:
+    """Where a session's job stands, for a runner that could not claim it."""
+
+    state: JobState
+    available_time: int
+    lease_expire_time: int | None
+
+
+async def look(conn: AsyncConnection, *, session_id: str) -> JobView | None:
+    j = tables.jobs.c
+    row = (
+        await conn.execute(
+            select(j.state, j.available_time, j.lease_expire_time).where(j.session_id == session_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return JobView(
+        state=JobState(row.state),
+        available_time=row.available_time,
+        lease_expire_time=row.lease_expire_time,
     )
 
 

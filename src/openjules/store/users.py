@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openjules._errors import FailedPrecondition, NotFound
@@ -67,6 +67,25 @@ async def get_or_create_user(conn: AsyncConnection, *, name: str) -> User:
         insert(tables.users).values(name=name, create_time=now_us()).returning(tables.users.c.id)
     )
     return User(id=result.scalar_one(), name=name)
+
+
+# The PostgreSQL advisory lock of the first start (any 64-bit number no other lock uses).
+FIRST_START_LOCK = 0x6F70656E6A0002
+
+
+async def create_first_user(
+    conn: AsyncConnection, *, name: str, max_live_keys: int
+) -> NewApiKey | None:
+    """On a database without users, the user ``name`` and an API key for them; None if
+    there are users. API processes starting at once on an empty PostgreSQL database take
+    turns (an advisory lock held until the transaction ends), so only the first creates
+    the user and the others find it, instead of failing on its unique name."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_START_LOCK})
+    if await count_users(conn):
+        return None
+    user = await get_or_create_user(conn, name=name)
+    return await create_key(conn, user=user, max_live_keys=max_live_keys)
 
 
 async def count_users(conn: AsyncConnection) -> int:

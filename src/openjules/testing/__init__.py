@@ -17,6 +17,7 @@
   recording every try (``flaky_http``).
 - ``WebhookReceiver``: an HTTP server that records the webhook deliveries it gets and
   answers them as told (``webhook_receiver``).
+- ``TemporalDevServer``: Temporal's dev server, restartable with its state (``temporal_server``).
 """
 
 from openjules.testing.fake_github import FakeGitHub, Operation, PullRecord
@@ -30,6 +31,7 @@ from openjules.testing.server import (
     register_source,
 )
 from openjules.testing.tcp_proxy import TcpProxy
+from openjules.testing.temporal_server import TemporalDevServer
 from openjules.testing.webhook_receiver import ReceivedRequest, WebhookReceiver
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "Reply",
     "Stall",
     "TcpProxy",
+    "TemporalDevServer",
     "ToolCall",
     "TriedRequest",
     "TryOutcome",
