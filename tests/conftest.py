@@ -85,14 +85,19 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def backends_with_temporal() -> Any:
-    """A module's ``backend`` fixture that adds PostgreSQL with the Temporal runner:
-    ``backend = backends_with_temporal()`` in a module whose sessions run."""
+def backends(*names: str) -> Any:
+    """A module's own ``backend`` fixture over ``names``: ``backend = backends(TEMPORAL)``."""
 
     def backend(request: pytest.FixtureRequest) -> str:
         return str(request.param)
 
-    return pytest.fixture(scope="module", params=[*BACKENDS, TEMPORAL], name="backend")(backend)
+    return pytest.fixture(scope="module", params=list(names), name="backend")(backend)
+
+
+def backends_with_temporal() -> Any:
+    """A module's ``backend`` fixture that adds PostgreSQL with the Temporal runner:
+    ``backend = backends_with_temporal()`` in a module whose sessions run."""
+    return backends(*BACKENDS, TEMPORAL)
 
 
 @pytest.fixture(scope="session")

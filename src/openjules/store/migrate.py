@@ -32,7 +32,7 @@ def upgrade_to_head(url: str) -> None:
     and from processes starting at once: one migrates while the others wait, then find
     nothing to do. On PostgreSQL they wait for an advisory lock the migration's
     transaction holds; on SQLite (whose DDL Python's driver runs outside a transaction)
-    for a lock on a file beside the database."""
+    for a lock on a file in the database's directory."""
     ensure_sqlite_directory(url)
     config = alembic_config(url)
     with _one_process_at_a_time(url):
@@ -49,15 +49,22 @@ def upgrade_to_head(url: str) -> None:
             engine.dispose()
 
 
+# Beside a SQLite database: whoever migrates a database in that directory holds it. One
+# name per directory, not per database, so the file is not left behind for each database
+# ever migrated there (a restore migrates a staging copy under a name of its own). Not the
+# database file itself: closing another descriptor of it would drop SQLite's own locks.
+SQLITE_MIGRATION_LOCK = ".openjules-migrate.lock"
+
+
 @contextmanager
 def _one_process_at_a_time(url: str) -> Iterator[None]:
-    """On a SQLite file, hold an exclusive lock on ``FILE-migrate.lock`` (released by the
-    kernel if the process dies); nothing elsewhere."""
+    """On a SQLite file, hold an exclusive lock on ``SQLITE_MIGRATION_LOCK`` in its
+    directory (released by the kernel if the process dies); nothing elsewhere."""
     file = sqlite_path(url)
     if file is None:
         yield
         return
-    with file.with_name(f"{file.name}-migrate.lock").open("a") as lock:
+    with file.with_name(SQLITE_MIGRATION_LOCK).open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
