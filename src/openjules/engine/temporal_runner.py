@@ -63,6 +63,10 @@ SIGNAL_TIMEOUT_S = 5.0
 
 
 class TemporalRunner:
+    """The ``Runner`` port on Temporal: in every process a client that signals sessions'
+    workflows; with ``max_sessions`` > 0 also a Temporal worker polling the task queue,
+    running up to that many sessions at once (``max_concurrent_activities``)."""
+
     def __init__(
         self,
         *,

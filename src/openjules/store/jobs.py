@@ -308,6 +308,7 @@ class JobView:
 
 
 async def look(conn: AsyncConnection, *, session_id: str) -> JobView | None:
+    """The session's job as it stands (None: it never had one, or it was deleted)."""
     j = tables.jobs.c
     row = (
         await conn.execute(
