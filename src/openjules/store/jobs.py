@@ -234,7 +234,9 @@ async def claim_many(
     With ``user_limit``, the jobs found are admitted in order while their owner has room
     (counted again under a lock: the query's count is from before this claim). With
     ``session_id``, only that session's job is looked at (a runner that is told which
-    session to run, such as a Temporal activity).
+    session to run, such as a Temporal activity); under a user limit it is admitted only
+    if it is its owner's oldest claimable session waiting for admission, so that a user's
+    queued sessions start in creation order whichever is asked for first.
     """
     now = now_us()
     j, s = tables.jobs.c, tables.sessions.c
@@ -242,6 +244,10 @@ async def claim_many(
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=tables.jobs)
     rows = (await conn.execute(candidates)).all()
+    if session_id is not None and user_limit > 0 and rows and rows[0].admit_time is None:
+        first = await _first_in_line(conn, owner_id=rows[0].owner_id, now=now)
+        if first != session_id:
+            return []  # an older session of the same owner starts first
     newcomers = {r.owner_id for r in rows if r.admit_time is None}
     if user_limit > 0 and newcomers:
         live = await _live_counts(conn, newcomers)
@@ -321,6 +327,18 @@ async def look(conn: AsyncConnection, *, session_id: str) -> JobView | None:
         state=JobState(row.state),
         available_time=row.available_time,
         lease_expire_time=row.lease_expire_time,
+    )
+
+
+async def _first_in_line(conn: AsyncConnection, *, owner_id: int, now: int) -> str | None:
+    """The owner's oldest claimable session not admitted yet."""
+    j, s = tables.jobs.c, tables.sessions.c
+    return await conn.scalar(
+        select(j.session_id)
+        .select_from(tables.jobs.join(tables.sessions, s.id == j.session_id))
+        .where(_runnable(now), s.owner_id == owner_id, s.admit_time.is_(None))
+        .order_by(j.available_time, j.session_id)
+        .limit(1)
     )
 
 
