@@ -26,12 +26,14 @@ from openjules.settings import Settings
 from openjules.testing import FakeModel, LiveServer, register_source
 from tests.agent_fixtures import model, scripts
 from tests.agent_kit import HOLD, Scripts, agent_settings, held, new_key, release, start, wait_until
+from tests.conftest import backends_with_temporal
 from tests.engine.agent_support import call, needs_bubblewrap
 from tests.support import api_client, ok_json, wait_for_state
 
 __all__ = ["model", "scripts"]  # module fixtures
 
 pytestmark = needs_bubblewrap
+backend = backends_with_temporal()
 
 # How long a queued session is watched to see that it is not started: many poll
 # intervals (0.5 s) of the runner, which would start it at once if it could.
