@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ def describe(server: LiveServer, session_id: str) -> dict[str, Any]:
     return info
 
 
+def shown_as(server: LiveServer, session_id: str, status: str, *, within: float = 15) -> None:
+    """Wait until the session's workflow is shown with ``status`` (a run ends, and a new
+    one starts, a moment after the session's state changed)."""
+    deadline = time.monotonic() + within
+    while (shown := describe(server, session_id)["status"]) != status:
+        assert time.monotonic() < deadline, f"{shown} after {within} s, not {status}"
+        time.sleep(0.1)
+
+
 def test_a_sessions_workflow_runs_while_it_works_and_ends_while_it_waits(
     agent_server: LiveServer, client: httpx.Client, fake_model: FakeModel, source: str
 ) -> None:
@@ -70,14 +80,13 @@ def test_a_sessions_workflow_runs_while_it_works_and_ends_while_it_waits(
         until="AWAITING_PLAN_APPROVAL",
         require_plan_approval=True,
     )
-    waiting = describe(agent_server, sid)
-    assert waiting["type"]["name"] == "openjules.session"
-    assert waiting["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED"  # holds nothing
+    assert describe(agent_server, sid)["type"]["name"] == "openjules.session"
+    shown_as(agent_server, sid, "WORKFLOW_EXECUTION_STATUS_COMPLETED")  # waiting: holds nothing
 
     assert client.post(f"/sessions/{sid}:approvePlan").json() == {}
-    wait_for_state(client, sid, {"IN_PROGRESS"} | TERMINAL)
-    # Three turns of a second each are still to come.
-    assert describe(agent_server, sid)["status"] == "WORKFLOW_EXECUTION_STATUS_RUNNING"
+    # Working: three turns of a second each are to come.
+    shown_as(agent_server, sid, "WORKFLOW_EXECUTION_STATUS_RUNNING", within=2.5)
+    assert client.get(f"/sessions/{sid}").json()["state"] == "IN_PROGRESS"
 
     assert wait_for_state(client, sid, TERMINAL)["state"] == "COMPLETED"
-    assert describe(agent_server, sid)["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+    shown_as(agent_server, sid, "WORKFLOW_EXECUTION_STATUS_COMPLETED")
