@@ -112,7 +112,14 @@ class TemporalRunner:
 
     async def start(self) -> None:
         self._runtime = _runtime()
-        self._client = await _connect(self.settings, identity=self.identity, runtime=self._runtime)
+        try:
+            self._client = await _connect(
+                self.settings, identity=self.identity, runtime=self._runtime
+            )
+        except BaseException:
+            self._runtime = None  # ended now, not at the interpreter's exit (see stop)
+            gc.collect()
+            raise
         self._leased.start(renew=self.max_sessions > 0)
         if self.max_sessions <= 0:
             return  # takes submit/cancel only: workers elsewhere run the sessions
@@ -342,8 +349,16 @@ async def _connect(settings: Settings, *, identity: str, runtime: Runtime) -> Cl
         settings.temporal_tls_cert_file,
         settings.temporal_tls_key_file,
     )
+    if bool(settings.temporal_tls_cert_file) != bool(settings.temporal_tls_key_file):
+        raise RunnerUnavailable(
+            "OPENJULES_TEMPORAL_TLS_CERT_FILE and OPENJULES_TEMPORAL_TLS_KEY_FILE go together "
+            "(a client certificate and its key, for mTLS): set both or neither"
+        )
     if any(files):
-        ca, cert, key = (path.read_bytes() if path else None for path in files)
+        try:
+            ca, cert, key = (path.read_bytes() if path else None for path in files)
+        except OSError as exc:
+            raise RunnerUnavailable(f"cannot read a Temporal TLS file: {exc}") from exc
         tls = TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key)
     elif settings.temporal_tls or api_key:
         tls = True
