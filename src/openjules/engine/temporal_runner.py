@@ -100,15 +100,12 @@ class TemporalRunner:
         self._runtime: Runtime | None = None
         self._client: Client | None = None
         self._worker: Worker | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        # The worker's polling and the look for lost wake-ups (processes that run sessions).
+        self._polling: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         self._claims = 0
         # The latest signal being sent for each session (each waits for the one before).
         self._signalling: dict[str, asyncio.Task[None]] = {}
-
-    @property
-    def running(self) -> frozenset[str]:
-        """The sessions whose work runs in this process now."""
-        return self._leased.running
 
     async def start(self) -> None:
         self._runtime = _runtime()
@@ -142,28 +139,26 @@ class TemporalRunner:
             default_heartbeat_throttle_interval=timedelta(seconds=1),
             identity=self.identity,
         )
-        self._tasks = [
-            asyncio.create_task(self._worker.run(), name="openjules-temporal-worker"),
-            asyncio.create_task(self._sweep(), name="openjules-temporal-sweep"),
-        ]
+        self._polling = asyncio.create_task(self._worker.run(), name="openjules-temporal-worker")
+        self._sweeping = asyncio.create_task(self._sweep(), name="openjules-temporal-sweep")
 
     async def stop(self) -> None:
         """Stop polling; running sessions' jobs are given back at once for another worker
         (or this one, restarted) to continue."""
         worker, self._worker = self._worker, None
-        tasks, self._tasks = self._tasks, []
-        sweep = [t for t in tasks if t.get_name() == "openjules-temporal-sweep"]
-        await stop_tasks(sweep)
+        polling, sweeping = self._polling, self._sweeping
+        self._polling = self._sweeping = None
+        await stop_tasks([sweeping] if sweeping else [])
         if worker is not None:
             # Cancels the running activities (each gives its job back) and waits for them.
             await worker.shutdown()
-        await stop_tasks(tasks)
+        await stop_tasks([polling] if polling else [])
         await self._leased.stop()
         pending = list(self._signalling.values())
         if pending:  # what was asked of Temporal before the stop still reaches it
             _, late = await asyncio.wait(pending, timeout=SIGNAL_TIMEOUT_S)
             await stop_tasks(list(late))
-        del worker, tasks, pending
+        del worker, polling, pending
         self._client = self._runtime = None
         gc.collect()  # the runtime's threads end here, not at the interpreter's exit
 
