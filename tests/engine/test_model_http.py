@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from openjules.engine.model_http import HttpConnectionError, HttpResponse, ModelHttp
+from tests.tls_support import Certificates, make_certificates
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -306,44 +304,20 @@ async def test_concurrent_requests_each_get_their_answer_and_then_reuse_connecti
     assert len(server.requests) == 100
 
 
-@dataclass(frozen=True)
-class Certificate:
-    cert: Path
-    key: Path
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert, self.key)
-        return context
-
-
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "c.pem", folder / "k.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes"),
-            *("-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1"),
-            *("-addext", "subjectAltName=IP:127.0.0.1"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return Certificate(cert, key)
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
 
 
-def _trusting(certificate: Certificate, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+def _trusting(certificate: Certificates, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
     """Clients trust ``certificate`` (SSL_CERT_FILE); the context a server serves it with."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.ca))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     return certificate.server_context()
 
 
 async def test_https_is_verified_against_ssl_cert_file(
-    certificate: Certificate, monkeypatch: pytest.MonkeyPatch
+    certificate: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tls = _trusting(certificate, monkeypatch)
     async with serving(_always(_answer(b"secure")), tls=tls) as server, client() as http:
@@ -353,7 +327,7 @@ async def test_https_is_verified_against_ssl_cert_file(
 
 
 async def test_https_to_an_untrusted_certificate_is_a_connection_error(
-    certificate: Certificate, monkeypatch: pytest.MonkeyPatch
+    certificate: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
@@ -446,7 +420,7 @@ async def test_no_proxy_sends_the_request_directly(monkeypatch: pytest.MonkeyPat
 
 
 async def test_https_through_a_proxy_tunnels_with_proxy_credentials(
-    certificate: Certificate, monkeypatch: pytest.MonkeyPatch
+    certificate: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tls = _trusting(certificate, monkeypatch)
     async with (
@@ -468,9 +442,9 @@ async def test_https_through_a_proxy_tunnels_with_proxy_credentials(
 
 
 async def test_a_proxy_refusing_connect_is_a_connection_error(
-    certificate: Certificate, monkeypatch: pytest.MonkeyPatch
+    certificate: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.ca))
     async with (
         serving(_always(_answer(b"unreached")), tls=certificate.server_context()) as origin,
         proxying(refuse=True) as proxy,

@@ -8,12 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -24,52 +20,14 @@ from openjules.store.database import Database
 from tests.engine.test_runner import _new_sessions
 from tests.engine.test_temporal_runner import Work, _job_reaches
 from tests.jobs_support import database_without_jobs
+from tests.tls_support import Certificates, make_certificates
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-@dataclass(frozen=True)
-class Certificates:
-    """A test CA and a certificate it signed for 127.0.0.1, good for a server and a client
-    (rustls, the SDK's TLS, refuses a self-signed certificate as a server's own)."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    folder = tmp_path_factory.mktemp("temporal-tls")
-    ca, ca_key = folder / "ca.pem", folder / "ca.key"
-    cert, key, request = folder / "cert.pem", folder / "key.pem", folder / "cert.csr"
-    _openssl(
-        *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-        *("-keyout", str(ca_key), "-out", str(ca), "-subj", "/CN=openjules test CA"),
-        *("-addext", "basicConstraints=critical,CA:TRUE"),
-        *("-addext", "keyUsage=critical,keyCertSign,cRLSign"),
-    )
-    _openssl(
-        *("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(request)),
-        *("-subj", "/CN=127.0.0.1"),
-    )
-    extensions = folder / "leaf.cnf"
-    extensions.write_text(
-        "basicConstraints=CA:FALSE\n"
-        "subjectAltName=IP:127.0.0.1\n"
-        "extendedKeyUsage=serverAuth,clientAuth\n"
-    )
-    _openssl(
-        *("x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key)),
-        *("-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(extensions)),
-    )
-    return Certificates(ca=ca, cert=cert, key=key)
+    return make_certificates(tmp_path_factory.mktemp("temporal-tls"))
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
