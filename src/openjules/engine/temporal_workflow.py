@@ -82,10 +82,11 @@ class SessionWorkflow:
         # Signals of an activation are applied before the run starts, so the
         # signal-with-start that started this execution is counted already.
         self._wakes += params.carried_wakes
-        answered = 0
-        for _ in range(RUNS_PER_EXECUTION):
-            if self._wakes == answered:
-                return  # nothing asked for since the last run began
+        answered, runs = 0, 0
+        while self._wakes > answered:  # asked for since the last run began
+            if runs == RUNS_PER_EXECUTION:
+                workflow.continue_as_new(replace(params, carried_wakes=self._wakes - answered))
+            runs += 1
             answered = self._wakes
             self._running = workflow.start_activity(
                 RUN_SESSION,
@@ -105,6 +106,3 @@ class SessionWorkflow:
                     raise
             finally:
                 self._running = None
-        if self._wakes == answered:
-            return
-        workflow.continue_as_new(replace(params, carried_wakes=self._wakes - answered))
